@@ -1,0 +1,23 @@
+# hks: hyperparameter and architecture search for CNNs on CIFAR-100.
+PYTHON ?= python3
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install_req run_hyperopt demo train_best test
+
+install_req:  ## Python packages (and graphviz, for the model pictures, where apt-get is available)
+	command -v dot >/dev/null || (command -v apt-get >/dev/null && apt-get install -y graphviz) || true
+	$(PYTHON) -m pip install -r requirements.txt
+
+run_hyperopt:  ## the search, until Ctrl-C; run it again to resume (options: HKS_EPOCHS, HKS_MAX_EVALS, ...)
+	$(PYTHON) hyperopt_optimize.py
+
+demo:  ## a tiny search (3 trials of 1 epoch on 2,000 images): a few minutes on a laptop CPU
+	$(PYTHON) hyperopt_optimize.py --epochs 1 --max-evals 3 --train-subset 2000 \
+		--results-dir results/demo --trials-file results/demo/results.pkl
+	@echo "Demo results: results/demo/*.txt.json (sorted by accuracy: ls results/demo), trials: results/demo/results.pkl"
+
+train_best:  ## train the best hyperspace found so far (see train.py --help)
+	$(PYTHON) train.py --space best
+
+test:  ## the whole test suite, slow end-to-end tests included (as CI runs it)
+	$(PYTHON) -m pytest -q tests

@@ -1,0 +1,243 @@
+"""The CNN that one point of the search space describes, and one trial: build, train, record.
+
+Network, top to bottom (the space key that controls each block in brackets):
+    uint8 image -> scale to [-1, 1] -> random left-right flip (training only)
+    -> optional 16-filter conv [first_conv]
+    -> 2 or 3 stages [nb_conv_pool_layers], filters int(40 * conv_hiddn_units_mult), doubling:
+         conv [conv_kernel_size] -> BN [use_BN]
+         -> residual units [residual, res_conv_kernel_size] from stage [conv_pool_res_start_idx] on
+         -> pooling [pooling_type: max | avg | all_conv | inception] -> dropout [conv_dropout_drop_proba]
+    -> flatten -> dense int(1000 * fc_units_1_mult) -> dropout [fc_dropout_drop_proba]
+    -> optional dense int(750 * mult) [one_more_fc] -> dropout
+    -> softmax heads: fine_outputs (100 classes), coarse_outputs (20 super-classes,
+       loss weight [coarse_labels_weight])
+Only the public Keras 3 API is used, so any Keras backend runs it.
+"""
+import json
+import time
+import traceback
+import uuid
+
+import keras
+from hyperopt import STATUS_FAIL, STATUS_OK
+
+from data import load_split
+from utils import save_json_result
+
+STARTING_L2_REG = 0.0007  # times l2_weight_reg_mult, on every kernel
+STARTING_LR = 0.001  # times lr_rate_mult
+OPTIMIZERS = {"Adam": keras.optimizers.Adam, "Nadam": keras.optimizers.Nadam, "RMSprop": keras.optimizers.RMSprop}
+EVAL_BATCH_SIZE = 500  # validation and test batches: no gradients, so larger than training ones
+
+# How one trial runs; the driver overrides these from its options (and stores them with each result).
+DEFAULT_SETTINGS = dict(
+    epochs=100,
+    dataset="cifar100",
+    data_dir="ml_req",
+    train_subset=None,  # None: the whole training set
+    validation="split",  # "split": 5,000 held-out training images; "test": the test set (classic)
+    results_dir="results",
+    seed=0,
+    verbose=2,  # Keras fit verbosity: one line per epoch
+)
+
+# The best hyperspace of the classic Hyperopt-Keras-CNN-CIFAR-100 repo.
+CLASSIC_BEST_SPACE = {
+    "activation": "elu", "batch_size": 320.0, "coarse_labels_weight": 0.3067103474295116,
+    "conv_dropout_drop_proba": 0.25923531175521264, "conv_hiddn_units_mult": 1.5958302613876916,
+    "conv_kernel_size": 3.0, "conv_pool_res_start_idx": 0.0, "fc_dropout_drop_proba": 0.4322253354921089,
+    "fc_units_1_mult": 1.3083964454436132, "first_conv": 3, "l2_weight_reg_mult": 0.41206755600055983,
+    "lr_rate_mult": 0.6549347353077412, "nb_conv_pool_layers": 3, "one_more_fc": None, "optimizer": "Nadam",
+    "pooling_type": "avg", "res_conv_kernel_size": 2.0, "residual": 3.0, "use_BN": True,
+}
+
+# The classic demo hyperspace (model_demo.png): every optional block switched on.
+DEMO_SPACE = {
+    "activation": "elu", "batch_size": 300.0, "coarse_labels_weight": 0.2, "conv_dropout_drop_proba": 0.175,
+    "conv_hiddn_units_mult": 1.0, "conv_kernel_size": 3.0, "conv_pool_res_start_idx": 0.0,
+    "fc_dropout_drop_proba": 0.3, "fc_units_1_mult": 1.0, "first_conv": 4, "l2_weight_reg_mult": 1.0,
+    "lr_rate_mult": 1.0, "nb_conv_pool_layers": 3, "one_more_fc": 1.0, "optimizer": "Nadam",
+    "pooling_type": "inception", "res_conv_kernel_size": 3.0, "residual": 4.0, "use_BN": True,
+}
+
+
+def conv(x, filters, kernel_size, hype_space, strides=1, activation=None):
+    return keras.layers.Conv2D(
+        filters, int(round(kernel_size)), strides=strides, padding="same",
+        activation=activation or hype_space["activation"],
+        kernel_regularizer=keras.regularizers.L2(STARTING_L2_REG * hype_space["l2_weight_reg_mult"]))(x)
+
+
+def maybe_bn(x, hype_space):
+    return keras.layers.BatchNormalization()(x) if hype_space["use_BN"] else x
+
+
+def residual_unit(x, filters, hype_space):
+    """out = linear 1x1 shortcut(x) + conv(dropout(x)), then BN."""
+    shortcut = conv(x, filters, 1, hype_space, activation="linear")
+    branch = keras.layers.Dropout(hype_space["conv_dropout_drop_proba"])(x)
+    branch = conv(branch, filters, hype_space["res_conv_kernel_size"], hype_space)
+    return maybe_bn(keras.layers.add([shortcut, branch]), hype_space)
+
+
+def inception_reduction(x, filters, hype_space):
+    """Halve the resolution with three parallel branches, concatenated: conv, conv stack, max-pool."""
+    branch_filters = int(filters * 0.4 + 1)
+    a = conv(x, branch_filters, 3, hype_space, strides=2)
+    b = conv(x, branch_filters, 1, hype_space)
+    b = conv(b, branch_filters, 3, hype_space)
+    b = conv(b, branch_filters, 3, hype_space, strides=2)
+    c = keras.layers.MaxPooling2D(3, strides=2, padding="same")(x)
+    return maybe_bn(keras.layers.concatenate([a, b, c]), hype_space)
+
+
+def pooling(x, filters, hype_space):
+    kind = hype_space["pooling_type"]
+    if kind == "max":
+        return keras.layers.MaxPooling2D(2)(x)
+    if kind == "avg":
+        return keras.layers.AveragePooling2D(2)(x)
+    if kind == "all_conv":  # a learned stride-2 conv instead of pooling (Springenberg et al., 2015)
+        return maybe_bn(conv(x, filters, 3, hype_space, strides=2), hype_space)
+    if kind == "inception":
+        return inception_reduction(x, filters, hype_space)
+    raise ValueError(f"unknown pooling_type {kind!r}")
+
+
+def dense(x, units, hype_space):
+    x = keras.layers.Dense(units, activation=hype_space["activation"],
+                           kernel_regularizer=keras.regularizers.L2(STARTING_L2_REG * hype_space["l2_weight_reg_mult"]))(x)
+    return keras.layers.Dropout(hype_space["fc_dropout_drop_proba"])(x)
+
+
+def build_model(hype_space, nb_fine=100, nb_coarse=20):
+    """A compiled Keras model for any point of the space. nb_coarse=0 drops the coarse head (CIFAR-10)."""
+    inputs = keras.Input((32, 32, 3), dtype="uint8", name="image")
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)  # scaling on the device: uint8 goes in
+    x = keras.layers.RandomFlip("horizontal")(x)  # augmentation, active in training only
+
+    if hype_space["first_conv"] is not None:
+        x = conv(x, 16, hype_space["first_conv"], hype_space)
+
+    filters = int(40 * hype_space["conv_hiddn_units_mult"])
+    for stage in range(hype_space["nb_conv_pool_layers"]):
+        x = maybe_bn(conv(x, filters, hype_space["conv_kernel_size"], hype_space), hype_space)
+        if hype_space["residual"] is not None and stage >= hype_space["conv_pool_res_start_idx"]:
+            for _ in range(int(round(hype_space["residual"]))):
+                x = residual_unit(x, filters, hype_space)
+        x = pooling(x, filters, hype_space)
+        x = keras.layers.Dropout(hype_space["conv_dropout_drop_proba"])(x)
+        filters *= 2
+
+    x = keras.layers.Flatten()(x)
+    x = dense(x, int(1000 * hype_space["fc_units_1_mult"]), hype_space)
+    if hype_space["one_more_fc"] is not None:
+        x = dense(x, int(750 * hype_space["one_more_fc"]), hype_space)
+
+    # Heads in float32 so losses stay stable under mixed precision.
+    def head(n, name):
+        return keras.layers.Dense(n, activation="softmax", dtype="float32", name=name)(x)
+    outputs = {"fine_outputs": head(nb_fine, "fine_outputs")}
+    loss_weights = {"fine_outputs": 1.0}
+    if nb_coarse:
+        outputs["coarse_outputs"] = head(nb_coarse, "coarse_outputs")
+        loss_weights["coarse_outputs"] = hype_space["coarse_labels_weight"]
+
+    model = keras.Model(inputs, outputs, name="hks_cnn")
+    model.compile(
+        optimizer=OPTIMIZERS[hype_space["optimizer"]](learning_rate=STARTING_LR * hype_space["lr_rate_mult"]),
+        loss={name: "sparse_categorical_crossentropy" for name in outputs},  # integer labels, no one-hot copies
+        loss_weights=loss_weights,
+        metrics={name: ["accuracy"] for name in outputs},
+    )
+    return model
+
+
+class KeepBestWeights(keras.callbacks.Callback):
+    """Remember the weights of the epoch with the best validation fine accuracy (the selected model)."""
+
+    def __init__(self):
+        super().__init__()
+        self.best_accuracy, self.best_epoch, self.best_weights = -1.0, None, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        accuracy = logs["val_fine_outputs_accuracy"]
+        if accuracy > self.best_accuracy:
+            self.best_accuracy, self.best_epoch, self.best_weights = accuracy, epoch, self.model.get_weights()
+
+
+def _summarize(history, prefix):
+    """The classic result keys for one head, from the validation history."""
+    acc, loss = history.get(f"val_{prefix}_outputs_accuracy"), history.get(f"val_{prefix}_outputs_loss")
+    if not acc:
+        return {f"{prefix}_best_accuracy": None, f"{prefix}_best_loss": None,
+                f"{prefix}_end_accuracy": None, f"{prefix}_end_loss": None}
+    return {f"{prefix}_best_accuracy": max(acc), f"{prefix}_best_loss": min(loss),
+            f"{prefix}_end_accuracy": acc[-1], f"{prefix}_end_loss": loss[-1]}
+
+
+def train(hype_space, settings, callbacks=()):
+    """Build and train one model; return (result dict, trained model with the selected weights)."""
+    data = load_split(settings["dataset"], settings["data_dir"], settings["validation"], settings["train_subset"])
+    keras.utils.set_random_seed(settings["seed"])
+    model = build_model(hype_space, data.nb_fine, data.nb_coarse)
+    best = KeepBestWeights()
+    start = time.time()
+    fit = model.fit(
+        data.x_train, data.y_train, batch_size=int(hype_space["batch_size"]), epochs=settings["epochs"],
+        validation_data=(data.x_val, data.y_val), validation_batch_size=EVAL_BATCH_SIZE, shuffle=True,
+        callbacks=[keras.callbacks.TerminateOnNaN(), best, *callbacks], verbose=settings["verbose"])
+    train_time = time.time() - start
+    history = {k: [float(v) for v in values] for k, values in fit.history.items()}
+    if any(v != v for v in history["loss"]):  # NaN != NaN
+        raise FloatingPointError(f"loss became NaN at epoch {len(history['loss'])}")
+    model.set_weights(best.best_weights)
+    if settings["validation"] == "test":  # the selected weights were scored on the test set already
+        test = {k: history[f"val_{k}"][best.best_epoch] for k in ("fine_outputs_accuracy", "coarse_outputs_accuracy")
+                if f"val_{k}" in history}
+    else:
+        test = model.evaluate(data.x_test, data.y_test, batch_size=EVAL_BATCH_SIZE, verbose=0, return_dict=True)
+
+    result = {
+        "loss": -best.best_accuracy,  # hyperopt minimizes: minus the best validation fine accuracy
+        "real_loss": min(history["val_loss"]),
+        **_summarize(history, "fine"),
+        **_summarize(history, "coarse"),
+        "fine_test_accuracy": float(test["fine_outputs_accuracy"]),
+        "coarse_test_accuracy": float(test["coarse_outputs_accuracy"]) if "coarse_outputs_accuracy" in test else None,
+        "best_epoch": best.best_epoch + 1,
+        "epochs_run": len(history["loss"]),
+        "train_time_s": round(train_time, 1),
+        "nb_params": model.count_params(),
+        "train_size": len(data.x_train),
+        "validation_size": len(data.x_val),
+        "space": hype_space,
+        "history": history,
+        "status": STATUS_OK,
+    }
+    return result, model
+
+
+def build_and_train(hype_space, settings=None, callbacks=()):
+    """One trial, as hyperopt calls it: train, write results/<model_name>.txt.json, return the result.
+
+    A failure of the trial itself (NaN loss, out of memory, a bad combination) is returned as
+    STATUS_FAIL with its error and traceback, so the search goes on.
+    """
+    settings = {**DEFAULT_SETTINGS, **(settings or {})}
+    run_id = uuid.uuid4().hex[:8]
+    recorded = {k: settings[k] for k in ("dataset", "validation", "train_subset", "seed")}
+    recorded.update(epochs_budget=settings["epochs"], keras_backend=keras.backend.backend())
+    keras.backend.clear_session()  # free the previous trial's graph and memory
+    print("Hyperspace:", json.dumps(hype_space, sort_keys=True), flush=True)
+    try:
+        result, _ = train(hype_space, settings, callbacks)
+        result["model_name"] = f"model_{result['fine_best_accuracy']:.4f}_{run_id}"
+    except Exception as e:  # noqa: BLE001 -- any failure of one trial must not stop the search
+        result = {"status": STATUS_FAIL, "model_name": f"failed_{run_id}", "space": hype_space,
+                  "error": f"{type(e).__name__}: {e}".strip()[:2000], "traceback": traceback.format_exc()}
+    finally:
+        keras.backend.clear_session()
+    result.update(recorded)
+    save_json_result(result["model_name"], result, settings["results_dir"])
+    return result

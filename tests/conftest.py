@@ -1,0 +1,80 @@
+"""Tiny CIFAR archives written in the official on-disk format, for quick tests on 2 CPU cores."""
+import io
+import os
+import pickle
+import sys
+import tarfile
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ["HKS_NO_DOWNLOAD"] = "1"  # tests never fetch the real archive
+REAL_ARCHIVE = os.path.join(ROOT, "..", "shared", "data", "cifar-100-python.tar.gz")
+
+# Ten colours far apart: images of class k are mostly palette[k % 10], so a small CNN learns them fast.
+PALETTE = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [255, 0, 255],
+                    [0, 255, 255], [255, 255, 255], [0, 0, 0], [255, 128, 0], [128, 0, 255]], dtype=np.int16)
+
+
+def synthetic_images(labels, rng):
+    """(N, 3072) uint8 rows, channels first as in the archive: a class colour plus noise."""
+    colours = PALETTE[np.asarray(labels) % len(PALETTE)]  # (N, 3)
+    images = colours[:, :, None, None] + rng.integers(-40, 41, (len(labels), 3, 32, 32))
+    return np.clip(images, 0, 255).astype(np.uint8).reshape(len(labels), 3072)
+
+
+def _add(tar, name, obj):
+    payload = pickle.dumps(obj, protocol=2)
+    info = tarfile.TarInfo(name)
+    info.size = len(payload)
+    tar.addfile(info, io.BytesIO(payload))
+
+
+def write_cifar100_archive(folder, classes=range(100), train_per_class=3, test_per_class=1, seed=0):
+    """cifar-100-python.tar.gz in the official layout; fine class k belongs to coarse class k // 5."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "cifar-100-python.tar.gz")
+    with tarfile.open(path, "w:gz") as tar:
+        for member, per_class in (("train", train_per_class), ("test", test_per_class)):
+            fine = [c for c in classes for _ in range(per_class)]
+            rng.shuffle(fine)
+            _add(tar, f"cifar-100-python/{member}", {
+                "data": synthetic_images(fine, rng), "fine_labels": list(fine),
+                "coarse_labels": [c // 5 for c in fine], "batch_label": member,
+                "filenames": [f"{i}.png" for i in range(len(fine))]})
+        _add(tar, "cifar-100-python/meta", {"fine_label_names": [f"fine{i}" for i in range(100)],
+                                            "coarse_label_names": [f"coarse{i}" for i in range(20)]})
+    return path
+
+
+def write_cifar10_archive(folder, train_per_class=10, test_per_class=2, seed=0):
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "cifar-10-python.tar.gz")
+    with tarfile.open(path, "w:gz") as tar:
+        members = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+        for member in members:
+            per_class = test_per_class if member == "test_batch" else train_per_class
+            labels = [c for c in range(10) for _ in range(per_class)]
+            _add(tar, f"cifar-10-batches-py/{member}", {"data": synthetic_images(labels, rng), "labels": labels})
+        _add(tar, "cifar-10-batches-py/batches.meta", {"label_names": [f"class{i}" for i in range(10)]})
+    return path
+
+
+@pytest.fixture(autouse=True)
+def fresh_data_cache():
+    """Each test sees the archive it wrote, not one cached by an earlier test."""
+    import data
+    data.load_dataset.cache_clear()
+    data.load_split.cache_clear()
+    yield
+
+
+@pytest.fixture
+def tiny_cifar100(tmp_path):
+    write_cifar100_archive(tmp_path / "ml_req")
+    return tmp_path / "ml_req"

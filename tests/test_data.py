@@ -1,0 +1,91 @@
+import os
+import tarfile
+
+import numpy as np
+import pytest
+
+from conftest import REAL_ARCHIVE, write_cifar10_archive, write_cifar100_archive
+from data import DataError, load_dataset, load_split
+
+
+def test_synthetic_archive_loads_as_uint8_images(tiny_cifar100):
+    ds = load_dataset("cifar100", str(tiny_cifar100))
+    assert ds.x_train.shape == (300, 32, 32, 3) and ds.x_train.dtype == np.uint8
+    assert ds.x_test.shape == (100, 32, 32, 3) and ds.x_test.dtype == np.uint8
+    assert ds.x_train.flags["C_CONTIGUOUS"]
+    assert (ds.nb_fine, ds.nb_coarse) == (100, 20)
+    assert np.array_equal(ds.y_train_coarse, ds.y_train_fine // 5)
+
+
+def test_channels_first_rows_become_height_width_channels(tmp_path):
+    path = write_cifar100_archive(tmp_path, classes=[0], train_per_class=1, test_per_class=1)
+    with tarfile.open(path) as tar:
+        import pickle
+        raw = pickle.load(tar.extractfile("cifar-100-python/train"), encoding="latin1")["data"][0]
+    image = load_dataset("cifar100", str(tmp_path)).x_train[0]
+    assert np.array_equal(image[:, :, 0].ravel(), raw[:1024])  # red plane first in the archive
+    assert np.array_equal(image[:, :, 2].ravel(), raw[2048:])
+
+
+def test_extracted_folder_is_read_like_the_archive(tmp_path, tiny_cifar100):
+    extracted = tmp_path / "extracted"
+    with tarfile.open(tiny_cifar100 / "cifar-100-python.tar.gz") as tar:
+        tar.extractall(extracted, filter="data")
+    from_folder = load_dataset("cifar100", str(extracted))
+    load_dataset.cache_clear()
+    from_archive = load_dataset("cifar100", str(tiny_cifar100))
+    assert np.array_equal(from_folder.x_train, from_archive.x_train)
+
+
+def test_cifar10_has_no_coarse_labels(tmp_path):
+    write_cifar10_archive(tmp_path)
+    ds = load_dataset("cifar10", str(tmp_path))
+    assert ds.x_train.shape == (500, 32, 32, 3) and ds.nb_fine == 10 and ds.nb_coarse == 0
+    split = load_split("cifar10", str(tmp_path), "split", None)
+    assert set(split.y_train) == {"fine_outputs"}
+
+
+def test_missing_archive_says_where_to_put_it(tmp_path):
+    with pytest.raises(DataError, match="cifar-100-python.tar.gz.*" + str(tmp_path)):
+        load_dataset("cifar100", str(tmp_path))
+
+
+@pytest.mark.parametrize("keep_bytes", [100, 300_000])
+def test_truncated_archive_is_a_clear_error(tmp_path, tiny_cifar100, keep_bytes):
+    payload = (tiny_cifar100 / "cifar-100-python.tar.gz").read_bytes()
+    (tmp_path / "cifar-100-python.tar.gz").write_bytes(payload[:keep_bytes])
+    with pytest.raises(DataError, match="truncated"):
+        load_dataset("cifar100", str(tmp_path))
+
+
+def test_split_holds_out_stratified_validation_images_always_the_same(tiny_cifar100):
+    split = load_split("cifar100", str(tiny_cifar100), "split", None)
+    assert len(split.x_val) == 100 and len(split.x_train) == 200
+    assert np.array_equal(np.bincount(split.y_val["fine_outputs"], minlength=100), np.ones(100))
+    ds = load_dataset("cifar100", str(tiny_cifar100))
+    rows = lambda x: {a.tobytes() for a in x}  # noqa: E731
+    assert rows(split.x_val).isdisjoint(rows(split.x_train))
+    assert rows(split.x_val) | rows(split.x_train) == rows(ds.x_train)
+    load_split.cache_clear()
+    again = load_split("cifar100", str(tiny_cifar100), "split", None)
+    assert np.array_equal(again.x_val, split.x_val)
+
+
+def test_train_subset_and_test_validation(tiny_cifar100):
+    split = load_split("cifar100", str(tiny_cifar100), "test", 50)
+    assert len(split.x_train) == 50 and split.x_val is split.x_test
+    whole = load_split("cifar100", str(tiny_cifar100), "test", None)
+    assert whole.x_train is load_dataset("cifar100", str(tiny_cifar100)).x_train  # no copy of the whole set
+
+
+@pytest.mark.skipif(not os.path.exists(REAL_ARCHIVE), reason="real CIFAR-100 archive not present")
+def test_real_cifar100_archive(tmp_path):
+    ds = load_dataset("cifar100", os.path.dirname(REAL_ARCHIVE))
+    assert ds.x_train.shape == (50000, 32, 32, 3) and ds.x_test.shape == (10000, 32, 32, 3)
+    assert (ds.nb_fine, ds.nb_coarse) == (100, 20)
+    assert np.all(np.bincount(ds.y_train_fine, minlength=100) == 500)
+    assert np.all(np.bincount(ds.y_test_fine, minlength=100) == 100)
+    pairs = {(f, c) for f, c in zip(ds.y_train_fine.tolist(), ds.y_train_coarse.tolist())}
+    assert len(pairs) == 100 and len({f for f, _ in pairs}) == 100  # each fine class in exactly one coarse
+    assert np.all(np.bincount([c for _, c in pairs], minlength=20) == 5)
+    assert 100 < ds.x_train.mean() < 150  # real photos, not blank

@@ -1,0 +1,81 @@
+import json
+
+import numpy as np
+import pytest
+from hyperopt import STATUS_FAIL, STATUS_OK
+from hyperopt.pyll import stochastic
+
+from conftest import write_cifar100_archive
+from hyperopt_optimize import space
+from neural_net import CLASSIC_BEST_SPACE, DEMO_SPACE, build_and_train, build_model
+
+SMALL = dict(CLASSIC_BEST_SPACE, conv_hiddn_units_mult=0.3, fc_units_1_mult=0.2, residual=None, first_conv=None,
+             nb_conv_pool_layers=2, pooling_type="max", batch_size=64.0)
+
+# Together these cover every value of every architecture key at least once.
+CASES = [
+    dict(pooling_type="max", residual=None, first_conv=None, nb_conv_pool_layers=2, use_BN=False, one_more_fc=None),
+    dict(pooling_type="avg", residual=1.0, first_conv=3, nb_conv_pool_layers=3, use_BN=True, one_more_fc=0.6),
+    dict(pooling_type="all_conv", residual=2.0, first_conv=4, nb_conv_pool_layers=2, use_BN=True, one_more_fc=None,
+         conv_pool_res_start_idx=1.0),
+    dict(pooling_type="all_conv", residual=3.0, first_conv=None, nb_conv_pool_layers=3, use_BN=False,
+         one_more_fc=0.6, activation="relu", conv_kernel_size=2.0, res_conv_kernel_size=4.0),
+    dict(pooling_type="inception", residual=4.0, first_conv=3, nb_conv_pool_layers=3, use_BN=False, one_more_fc=None,
+         conv_pool_res_start_idx=2.0, conv_kernel_size=4.0, res_conv_kernel_size=3.0),
+    dict(pooling_type="inception", residual=None, first_conv=4, nb_conv_pool_layers=2, use_BN=True, one_more_fc=0.6),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(str(v) for v in c.values()))
+def test_every_architecture_choice_builds_and_predicts_both_heads(case):
+    model = build_model(dict(SMALL, **case))
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    out = model.predict(images, verbose=0)
+    assert out["fine_outputs"].shape == (3, 100) and out["coarse_outputs"].shape == (3, 20)
+    np.testing.assert_allclose(out["fine_outputs"].sum(axis=1), 1.0, rtol=1e-4)  # softmax
+
+
+def test_demo_and_classic_best_hyperspaces_build():
+    assert build_model(DEMO_SPACE).count_params() > 1e6
+    assert round(build_model(CLASSIC_BEST_SPACE).count_params() / 1e6, 2) == 7.06
+
+
+def test_fifty_random_points_of_the_space_build():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        point = stochastic.sample(space, rng=rng)
+        model = build_model(point)
+        heads = {name: out.shape[-1] for name, out in zip(model.output_names, model.outputs)}
+        assert heads == {"fine_outputs": 100, "coarse_outputs": 20}
+
+
+def test_flip_is_training_only():
+    model = build_model(SMALL)
+    images = np.random.default_rng(1).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    a = model.predict(images, verbose=0)["fine_outputs"]
+    b = model.predict(images, verbose=0)["fine_outputs"]
+    np.testing.assert_array_equal(a, b)  # evaluation is deterministic: no random flip, no dropout
+
+
+def test_one_short_trial_learns_easy_classes(tmp_path):
+    data_dir = tmp_path / "ml_req"
+    write_cifar100_archive(data_dir, classes=range(10), train_per_class=60, test_per_class=10)
+    settings = dict(epochs=2, data_dir=str(data_dir), results_dir=str(tmp_path / "results"), verbose=0)
+    result = build_and_train(dict(SMALL, batch_size=32.0, lr_rate_mult=1.0), settings)
+    assert result["status"] == STATUS_OK, result.get("error")
+    assert result["fine_best_accuracy"] > 0.5  # 10 classes present: chance is 0.1
+    assert result["loss"] == -result["fine_best_accuracy"]
+    assert result["fine_test_accuracy"] > 0.5
+    written = json.loads((tmp_path / "results" / (result["model_name"] + ".txt.json")).read_text())
+    assert written["fine_best_accuracy"] == result["fine_best_accuracy"]
+
+
+def test_a_diverging_trial_is_recorded_as_failed_with_its_reason(tmp_path):
+    data_dir = tmp_path / "ml_req"
+    write_cifar100_archive(data_dir, classes=range(10), train_per_class=20)
+    settings = dict(epochs=2, data_dir=str(data_dir), results_dir=str(tmp_path / "results"), verbose=0)
+    result = build_and_train(dict(SMALL, lr_rate_mult=1e9, use_BN=False), settings)
+    assert result["status"] == STATUS_FAIL
+    assert "NaN" in result["error"] and "Traceback" in result["traceback"]
+    failed = list((tmp_path / "results").glob("failed_*.txt.json"))
+    assert len(failed) == 1 and json.loads(failed[0].read_text())["error"] == result["error"]

@@ -1,0 +1,96 @@
+"""The driver end to end, as a user runs it: a subprocess in a fresh folder."""
+import json
+import os
+import pickle
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, write_cifar100_archive
+
+CLASSIC_KEYS = {"loss", "real_loss", "fine_best_accuracy", "fine_best_loss", "fine_end_accuracy", "fine_end_loss",
+                "coarse_best_accuracy", "coarse_best_loss", "coarse_end_accuracy", "coarse_end_loss",
+                "model_name", "space", "history", "status"}
+ADDED_KEYS = {"fine_test_accuracy", "coarse_test_accuracy", "epochs_run", "best_epoch", "train_time_s",
+              "nb_params", "dataset", "validation", "seed", "train_size", "epochs_budget"}
+
+
+def run(args, cwd, **env):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "hyperopt_optimize.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=600, env={**os.environ, **env})
+
+
+def result_files(folder):
+    return sorted((folder / "results").glob("*.txt.json"))
+
+
+@pytest.mark.slow
+def test_search_writes_results_and_resumes_to_the_total(tmp_path):
+    write_cifar100_archive(tmp_path / "ml_req")
+    first = run(["--epochs", "1", "--max-evals", "2"], tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "Found 0 saved trials" in first.stdout and "Best of 2 trials" in first.stdout
+    files = result_files(tmp_path)
+    assert len(files) == 2
+    for f in files:
+        result = json.loads(f.read_text())
+        assert CLASSIC_KEYS | ADDED_KEYS <= set(result), f.name
+        assert f.name == result["model_name"] + ".txt.json"
+        assert f.name.startswith(f"model_{result['fine_best_accuracy']:.4f}_")
+    trials = pickle.loads((tmp_path / "results.pkl").read_bytes())
+    assert len(trials.trials) == 2
+    before = [(t["tid"], t["misc"]["vals"], t["result"]) for t in trials.trials]
+
+    second = run(["--epochs", "1", "--max-evals", "3"], tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "Found 2 saved trials in results.pkl; 1 more will run" in second.stdout
+    trials = pickle.loads((tmp_path / "results.pkl").read_bytes())
+    assert len(trials.trials) == 3 and len(result_files(tmp_path)) == 3
+    assert [(t["tid"], t["misc"]["vals"], t["result"]) for t in trials.trials[:2]] == before
+    assert trials.trials[2]["misc"]["vals"] != trials.trials[0]["misc"]["vals"]  # a new point, not a replay
+
+    done = run(["--epochs", "1", "--max-evals", "3"], tmp_path)
+    assert done.returncode == 0 and "0 more will run" in done.stdout and len(result_files(tmp_path)) == 3
+
+
+def test_corrupt_trials_file_is_left_untouched(tmp_path):
+    write_cifar100_archive(tmp_path / "ml_req")
+    (tmp_path / "results.pkl").write_bytes(b"not a pickle at all")
+    out = run(["--epochs", "1", "--max-evals", "1"], tmp_path)
+    assert out.returncode == 1
+    assert "results.pkl is not a readable trials file" in out.stderr and "untouched" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert (tmp_path / "results.pkl").read_bytes() == b"not a pickle at all"
+    assert not (tmp_path / "results").exists()
+
+
+def test_missing_archive_is_one_line_saying_where_to_put_it(tmp_path):
+    out = run(["--max-evals", "1"], tmp_path)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [out.stderr.strip()]
+    assert "cifar-100-python.tar.gz" in out.stderr and "ml_req" in out.stderr
+
+
+def test_truncated_archive_is_one_line(tmp_path):
+    path = write_cifar100_archive(tmp_path / "ml_req")
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+    out = run(["--max-evals", "1"], tmp_path)
+    assert out.returncode == 1 and len(out.stderr.strip().splitlines()) == 1
+    assert "truncated" in out.stderr
+
+
+@pytest.mark.parametrize("args, option", [
+    (["--epochs", "0"], "--epochs"), (["--epochs", "ten"], "--epochs"), (["--max-evals", "-3"], "--max-evals"),
+    (["--train-subset", "0"], "--train-subset"), (["--dataset", "mnist"], "--dataset"),
+    (["--validation", "train"], "--validation"), (["--seed", "x"], "--seed"), (["--epoch", "3"], "--epoch"),
+])
+def test_bad_option_is_a_usage_error_naming_it(tmp_path, args, option):
+    out = run(args, tmp_path)
+    assert out.returncode == 2 and option in out.stderr.splitlines()[-1]
+
+
+def test_bad_env_value_is_a_usage_error(tmp_path):
+    out = run([], tmp_path, HKS_MAX_EVALS="many")
+    assert out.returncode == 2 and "--max-evals" in out.stderr

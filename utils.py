@@ -1,0 +1,51 @@
+"""Result files: one JSON per trained model in results/, named so that sorting names sorts by accuracy."""
+import glob
+import json
+import os
+import tempfile
+
+RESULTS_DIR = "results"
+
+
+def print_json(result):
+    print(json.dumps(result, indent=4, sort_keys=True, default=str))
+
+
+def atomic_write(path, write, mode="w"):
+    """Write a file through a temporary sibling and a rename: a crash never leaves half a file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        os.remove(tmp)
+        raise
+
+
+def save_json_result(model_name, result, results_dir=RESULTS_DIR):
+    """Write results/<model_name>.txt.json (model_<val accuracy>_<id> for finished trials)."""
+    path = os.path.join(results_dir, model_name + ".txt.json")
+    atomic_write(path, lambda f: json.dump(result, f, indent=4, sort_keys=True, default=str))
+    return path
+
+
+def load_json_result(best_result_name, results_dir=RESULTS_DIR):
+    with open(os.path.join(results_dir, best_result_name)) as f:
+        return json.load(f)
+
+
+def load_best_result(results_dir=RESULTS_DIR):
+    """The result with the highest validation fine accuracy in results_dir, or None if there is none."""
+    names = [os.path.basename(p) for p in glob.glob(os.path.join(results_dir, "model_*.txt.json"))]
+    if not names:
+        return None
+    # By the accuracy in the name, not the name: classic files wrote it with varying digits.
+    return load_json_result(max(names, key=lambda n: float(n.split("_")[1])), results_dir)
+
+
+def load_best_hyperspace(results_dir=RESULTS_DIR):
+    best = load_best_result(results_dir)
+    return None if best is None else best["space"]
