@@ -7,7 +7,6 @@ Each trial trains one CNN (neural_net.py) and writes results/model_<val accuracy
 the trials are pickled to results.pkl after each one, so the search resumes where it stopped.
 """
 import argparse
-import functools
 import os
 import pickle
 import sys
@@ -17,7 +16,7 @@ import numpy as np
 from hyperopt import STATUS_OK, Trials, fmin, hp, tpe
 
 from data import ARCHIVES, DataError, load_split
-from neural_net import DEFAULT_SETTINGS, build_and_train
+from neural_net import DEFAULT_SETTINGS, make_objective
 from utils import atomic_write
 
 # The classic search space: same labels and ranges, so old results.pkl and result files still read.
@@ -143,7 +142,7 @@ def run_search(args):
           f"({args.validation}), {args.epochs} epochs per trial.")
     print(f"Found {found} saved trials in {args.trials_file}; {todo} more will run.", flush=True)
 
-    objective = functools.partial(build_and_train, settings=settings)
+    objective = make_objective(settings)
     saved = found
     try:
         while args.max_evals is None or len(trials.trials) < args.max_evals:

@@ -13,6 +13,7 @@ Network, top to bottom (the space key that controls each block in brackets):
        loss weight [coarse_labels_weight])
 Only the public Keras 3 API is used, so any Keras backend runs it.
 """
+import functools
 import json
 import time
 import traceback
@@ -20,6 +21,7 @@ import uuid
 
 import keras
 from hyperopt import STATUS_FAIL, STATUS_OK
+from hyperopt.pyll import rec_eval
 
 from data import load_split
 from utils import save_json_result
@@ -218,8 +220,8 @@ def train(hype_space, settings, callbacks=()):
     return result, model
 
 
-def build_and_train(hype_space, settings=None, callbacks=()):
-    """One trial, as hyperopt calls it: train, write results/<model_name>.txt.json, return the result.
+def build_and_train(hype_space, settings=None, callbacks=(), trial_id=None):
+    """One trial: train, write results/<model_name>.txt.json, return the result.
 
     A failure of the trial itself (NaN loss, out of memory, a bad combination) is returned as
     STATUS_FAIL with its error and traceback, so the search goes on.
@@ -227,7 +229,7 @@ def build_and_train(hype_space, settings=None, callbacks=()):
     settings = {**DEFAULT_SETTINGS, **(settings or {})}
     run_id = uuid.uuid4().hex[:8]
     recorded = {k: settings[k] for k in ("dataset", "validation", "train_subset", "seed")}
-    recorded.update(epochs_budget=settings["epochs"], keras_backend=keras.backend.backend())
+    recorded.update(epochs_budget=settings["epochs"], keras_backend=keras.backend.backend(), trial_id=trial_id)
     keras.backend.clear_session()  # free the previous trial's graph and memory
     print("Hyperspace:", json.dumps(hype_space, sort_keys=True), flush=True)
     try:
@@ -241,3 +243,19 @@ def build_and_train(hype_space, settings=None, callbacks=()):
     result.update(recorded)
     save_json_result(result["model_name"], result, settings["results_dir"])
     return result
+
+
+def _objective(expr, memo, ctrl, settings):
+    """What hyperopt calls for each trial. It passes the trial's ctrl: its id, and its view of the other trials."""
+    hype_space = rec_eval(expr, memo=memo)
+    return build_and_train(hype_space, settings, trial_id=ctrl.current_trial["tid"])
+
+
+def make_objective(settings):
+    """The objective for fmin, bound to the experiment's settings.
+
+    It lives in this importable module (not in __main__), so hyperopt can pickle it by reference.
+    """
+    objective = functools.partial(_objective, settings=settings)
+    objective.fmin_pass_expr_memo_ctrl = True  # hyperopt then calls it with (expr, memo, ctrl)
+    return objective

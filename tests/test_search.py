@@ -13,7 +13,7 @@ CLASSIC_KEYS = {"loss", "real_loss", "fine_best_accuracy", "fine_best_loss", "fi
                 "coarse_best_accuracy", "coarse_best_loss", "coarse_end_accuracy", "coarse_end_loss",
                 "model_name", "space", "history", "status"}
 ADDED_KEYS = {"fine_test_accuracy", "coarse_test_accuracy", "epochs_run", "best_epoch", "train_time_s",
-              "nb_params", "dataset", "validation", "seed", "train_size", "epochs_budget"}
+              "nb_params", "dataset", "validation", "seed", "train_size", "epochs_budget", "trial_id"}
 
 
 def run(args, cwd, **env):
@@ -40,6 +40,7 @@ def test_search_writes_results_and_resumes_to_the_total(tmp_path):
         assert f.name.startswith(f"model_{result['fine_best_accuracy']:.4f}_")
     trials = pickle.loads((tmp_path / "results.pkl").read_bytes())
     assert len(trials.trials) == 2
+    assert sorted(json.loads(f.read_text())["trial_id"] for f in files) == [t["tid"] for t in trials.trials]
     before = [(t["tid"], t["misc"]["vals"], t["result"]) for t in trials.trials]
 
     second = run(["--epochs", "1", "--max-evals", "3"], tmp_path)
