@@ -7,6 +7,7 @@ Each trial trains one CNN (neural_net.py) and writes results/model_<val accuracy
 the trials are pickled to results.pkl after each one, so the search resumes where it stopped.
 """
 import argparse
+import contextlib
 import os
 import pickle
 import sys
@@ -14,6 +15,7 @@ import time
 
 import numpy as np
 from hyperopt import STATUS_OK, Trials, fmin, hp, tpe
+from hyperopt.exceptions import AllTrialsFailed
 
 from data import ARCHIVES, DataError, load_split
 from neural_net import DEFAULT_SETTINGS, make_objective
@@ -149,8 +151,9 @@ def run_search(args):
             n = len(trials.trials) + 1
             print(f"\n=== Trial {n}" + (f" of {args.max_evals}" if args.max_evals else "") + " ===", flush=True)
             start = time.time()
-            fmin(objective, space, algo=tpe.suggest, trials=trials, max_evals=n, show_progressbar=False,
-                 rstate=np.random.default_rng([args.seed, n]))  # a new stream per trial, also when resumed
+            with contextlib.suppress(AllTrialsFailed):  # fmin's return value raises while every trial failed
+                fmin(objective, space, algo=tpe.suggest, trials=trials, max_evals=n, show_progressbar=False,
+                     rstate=np.random.default_rng([args.seed, n]))  # a new stream per trial, also when resumed
             save_trials(trials, args.trials_file)
             saved = len(trials.trials)
             best = best_result(trials)

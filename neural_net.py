@@ -71,7 +71,10 @@ def conv(x, filters, kernel_size, hype_space, strides=1, activation=None):
 
 
 def maybe_bn(x, hype_space):
-    return keras.layers.BatchNormalization()(x) if hype_space["use_BN"] else x
+    # momentum 0.9, not Keras' 0.99: search trials are short, and with 0.99 the moving statistics still
+    # lag the weights after a few hundred steps, so evaluation scores a different network than was trained
+    # (classic best, 10,000 images, epoch 3: validation accuracy 0.047 with 0.99, 0.220 with 0.9).
+    return keras.layers.BatchNormalization(momentum=0.9)(x) if hype_space["use_BN"] else x
 
 
 def residual_unit(x, filters, hype_space):

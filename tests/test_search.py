@@ -95,3 +95,20 @@ def test_bad_option_is_a_usage_error_naming_it(tmp_path, args, option):
 def test_bad_env_value_is_a_usage_error(tmp_path):
     out = run([], tmp_path, HKS_MAX_EVALS="many")
     assert out.returncode == 2 and "--max-evals" in out.stderr
+
+
+def test_search_goes_on_when_every_trial_fails(tmp_path, monkeypatch, capsys):
+    import hyperopt_optimize
+    import neural_net
+
+    def bad_combination(*args, **kwargs):
+        raise ValueError("this combination cannot be built")
+    monkeypatch.setattr(neural_net, "build_model", bad_combination)
+    write_cifar100_archive(tmp_path / "ml_req")
+    monkeypatch.chdir(tmp_path)
+    assert hyperopt_optimize.run_search(hyperopt_optimize.parse_args(["--epochs", "1", "--max-evals", "2"])) == 0
+    trials = pickle.loads((tmp_path / "results.pkl").read_bytes())
+    assert [t["result"]["status"] for t in trials.trials] == ["fail", "fail"]
+    assert "cannot be built" in trials.trials[0]["result"]["error"]
+    assert len(list((tmp_path / "results").glob("failed_*.txt.json"))) == 2
+    assert "No trial has finished successfully yet" in capsys.readouterr().out
