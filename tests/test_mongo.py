@@ -335,6 +335,25 @@ def test_compat_layer_gives_hyperopt_the_pymongo_3_calls_it_makes(mongo_url):
     assert isinstance(MongoJobs.new_from_connection_str(mongo_url).conn, pymongo.MongoClient)
 
 
+def test_compat_layer_authenticates_with_the_user_of_the_url(monkeypatch):
+    mongo_compat.install()
+    from hyperopt import mongoexp
+
+    monkeypatch.setenv("MONGO_DB_HOST", "db.example")
+    monkeypatch.setenv("MONGO_DB_USER", "hks")
+    monkeypatch.setenv("MONGO_DB_PASSWORD", "p@ss/w:rd")  # a URL carries it percent-encoded
+    url = mongo_search.url_from_env()
+    assert url == "mongo://hks:p%40ss%2Fw%3Ard@db.example:27017/hyperopt/jobs"
+    assert mongo_search.shown(url) == "mongo://hks:***@db.example:27017/hyperopt/jobs"
+    clients = []
+    monkeypatch.setattr(pymongo, "MongoClient", lambda *args, **kwargs: clients.append((args, kwargs)) or
+                        {"hyperopt": {"jobs": "the jobs collection"}})
+    assert mongoexp.connection_from_string(url)[3] == "the jobs collection"
+    (args, kwargs), = clients
+    assert args == ("db.example", 27017)
+    assert (kwargs["username"], kwargs["password"], "authSource" in kwargs) == ("hks", "p@ss/w:rd", False)
+
+
 def test_hyperopt_still_needs_the_compat_layer(mongo_url):
     """hyperopt 0.3.0 calls pymongo 3 methods: when this fails, hyperopt was fixed and mongo_compat.py can go."""
     code = ("import sys; from hyperopt.mongoexp import MongoTrials; "
