@@ -2,7 +2,7 @@
 PYTHON ?= python3
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install_req run_hyperopt demo train_best test
+.PHONY: install_req run_hyperopt run_hyperopt_worker demo train_best test
 
 install_req:  ## Python packages (and graphviz, for the model pictures, where apt-get is available)
 	command -v dot >/dev/null || (command -v apt-get >/dev/null && apt-get install -y graphviz) || true
@@ -10,6 +10,10 @@ install_req:  ## Python packages (and graphviz, for the model pictures, where ap
 
 run_hyperopt:  ## the search, until Ctrl-C; run it again to resume (options: HKS_EPOCHS, HKS_MAX_EVALS, ...)
 	$(PYTHON) hyperopt_optimize.py
+
+# With MONGO_DB_HOST set, run_hyperopt queues the trials in MongoDB and workers train them (README: Many machines).
+run_hyperopt_worker:  ## a MongoDB worker (env MONGO_DB_HOST, MONGO_DB_PORT, MONGO_DB_USER, MONGO_DB_PASSWORD, EXPERIMENT_NAME)
+	$(PYTHON) hyperopt_worker.py
 
 demo:  ## a tiny search (3 trials of 1 epoch on 2,000 images): a few minutes on a laptop CPU
 	$(PYTHON) hyperopt_optimize.py --epochs 1 --max-evals 3 --train-subset 2000 \

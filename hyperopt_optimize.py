@@ -2,9 +2,12 @@
 
     python3 hyperopt_optimize.py                        # search until Ctrl-C; run again to resume
     python3 hyperopt_optimize.py --epochs 1 --max-evals 2 --train-subset 2000   # a quick look
+    python3 hyperopt_optimize.py --mongo mongo://HOST:PORT/DB/jobs --exp-key NAME  # workers train the trials
 
 Each trial trains one CNN (neural_net.py) and writes results/model_<val accuracy>_<id>.txt.json;
 the trials are pickled to results.pkl after each one, so the search resumes where it stopped.
+With --mongo the trials are queued in MongoDB and trained by workers (hyperopt_worker.py, on any
+number of machines); running the driver again with the same --exp-key resumes the experiment.
 """
 import argparse
 import contextlib
@@ -15,8 +18,10 @@ import time
 
 import numpy as np
 from hyperopt import STATUS_OK, Trials, fmin, hp, tpe
+from hyperopt.base import JOB_STATE_DONE
 from hyperopt.exceptions import AllTrialsFailed
 
+import mongo_search
 from data import ARCHIVES, DataError, load_split
 from neural_net import DEFAULT_SETTINGS, make_objective
 from utils import atomic_write
@@ -53,6 +58,16 @@ def positive_int(text):
 
 
 positive_int.__name__ = "positive integer"  # argparse names the type in its error message
+
+
+def positive_float(text):
+    value = float(text)
+    if not value > 0:
+        raise ValueError
+    return value
+
+
+positive_float.__name__ = "positive number"
 
 
 def add_training_options(p):
@@ -99,6 +114,17 @@ def parse_args(argv=None):
                         "default: run until Ctrl-C)")
     p.add_argument("--trials-file", default="results.pkl",
                    help="pickled hyperopt trials, saved after each trial and resumed from (default %(default)s)")
+    p.add_argument("--mongo", metavar="URL", default=mongo_search.url_from_env(),
+                   help=f"queue the trials in MongoDB at {mongo_search.URL_FORM}, for workers "
+                        "(hyperopt_worker.py) to train, instead of training them here (env MONGO_DB_HOST, "
+                        "MONGO_DB_PORT, MONGO_DB_NAME, MONGO_DB_USER, MONGO_DB_PASSWORD)")
+    p.add_argument("--exp-key", default=os.environ.get("EXPERIMENT_NAME") or "hks",
+                   help="name of the experiment in MongoDB; the same name resumes it (env EXPERIMENT_NAME; "
+                        "default %(default)s)")
+    p.add_argument("--stale-after", type=positive_float,
+                   default=os.environ.get("HKS_STALE_AFTER") or mongo_search.STALE_AFTER_S,
+                   help="with --mongo: requeue a running trial that sent no heartbeat (one per epoch) for this "
+                        "many seconds: its worker died (env HKS_STALE_AFTER; default %(default)s)")
     return p.parse_args(argv)
 
 
@@ -134,7 +160,18 @@ def describe(result):
             f"test fine accuracy {result['fine_test_accuracy']:.4f}")
 
 
+def print_best(trials, results_dir):
+    best = best_result(trials)
+    if best is None:
+        print("No trial has finished successfully yet.")
+    else:
+        print(f"\nBest of {len(trials.trials)} trials: {describe(best)}\n"
+              f"Its result file: {os.path.join(results_dir, best['model_name'] + '.txt.json')}")
+
+
 def run_search(args):
+    if args.mongo:
+        return run_mongo_search(args)
     settings = settings_from(args)
     split = load_data_or_exit(settings)
     trials = load_trials(args.trials_file)
@@ -164,12 +201,52 @@ def run_search(args):
         print(f"\nInterrupted. The {saved} finished trials are saved in "
               f"{args.trials_file}: run the same command again to resume.")
         return 130
-    best = best_result(trials)
-    if best is None:
-        print("No trial has finished successfully yet.")
-    else:
-        print(f"\nBest of {len(trials.trials)} trials: {describe(best)}\n"
-              f"Its result file: {os.path.join(args.results_dir, best['model_name'] + '.txt.json')}")
+    print_best(trials, args.results_dir)
+    return 0
+
+
+def run_mongo_search(args):
+    """The same search on hyperopt's MongoTrials: TPE queues trials in MongoDB, workers train them."""
+    settings = settings_from(args)
+    trials = mongo_search.connect_or_exit(args.mongo, args.exp_key)
+    mongo_search.store_settings_or_exit(trials, settings, args.exp_key)  # workers read them there too
+    found = len(trials.trials)
+    todo = "until Ctrl-C" if args.max_evals is None else max(0, args.max_evals - found)
+    url = mongo_search.shown(args.mongo)
+    print(f"Experiment {args.exp_key!r} at {url}: {args.dataset}, {args.epochs} epochs per trial, trained by "
+          f"workers:\n    python3 hyperopt_worker.py --mongo {url} --exp-key {args.exp_key}")
+    print(f"Found {found} trials of the experiment; {todo} more will be queued.", flush=True)
+
+    requeue_lost = mongo_search.RequeueLostTrials(args.exp_key, args.stale_after)
+    reported = {t["tid"] for t in trials.trials if t["state"] == JOB_STATE_DONE}
+
+    def after_each_poll(trials, *_):
+        """hyperopt calls its early_stop_fn after each look at MongoDB (every second): report, requeue."""
+        requeue_lost(trials)
+        for t in trials.trials:
+            if t["state"] == JOB_STATE_DONE and t["tid"] not in reported:
+                reported.add(t["tid"])
+                print(f"Trial {t['tid']} done ({len(reported)} in all): {describe(t['result'])}")
+                best = best_result(trials)
+                if best:
+                    print(f"Best so far: {describe(best)}", flush=True)
+        return False, []  # never stops the search
+
+    try:
+        while True:
+            with contextlib.suppress(AllTrialsFailed):  # fmin looks up the best trial as it returns
+                fmin(make_objective(settings), space, algo=tpe.suggest, trials=trials,
+                     max_evals=args.max_evals or sys.maxsize, show_progressbar=False, return_argmin=False,
+                     rstate=np.random.default_rng([args.seed, found]),  # each resume draws new points
+                     early_stop_fn=after_each_poll)
+            if not requeue_lost(trials):  # a trial whose worker stopped as fmin returned: wait for it too
+                break
+    except KeyboardInterrupt:
+        print("\nInterrupted. The experiment is in MongoDB and queued trials still run on the workers: run the "
+              "same command again to resume.")
+        return 130
+    trials.refresh()
+    print_best(trials, args.results_dir)
     return 0
 
 

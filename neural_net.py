@@ -20,7 +20,9 @@ import traceback
 import uuid
 
 import keras
+import pymongo
 from hyperopt import STATUS_FAIL, STATUS_OK
+from hyperopt.mongoexp import MongoCtrl, OperationFailure
 from hyperopt.pyll import rec_eval
 
 from data import load_split
@@ -171,6 +173,42 @@ class KeepBestWeights(keras.callbacks.Callback):
             self.best_accuracy, self.best_epoch, self.best_weights = accuracy, epoch, self.model.get_weights()
 
 
+class TrialLost(BaseException):
+    """The driver gave this trial to another worker (this one was silent too long): stop, record nothing.
+
+    A BaseException, so that build_and_train does not record it as the trial's failure: the trial
+    is not over, another worker runs it.
+    """
+
+
+class Heartbeat(keras.callbacks.Callback):
+    """On a MongoDB worker: tell the driver this trial is alive, as training starts and after each epoch.
+
+    hyperopt's ctrl.checkpoint() stamps the job's refresh_time and gives it a new version; the
+    driver requeues trials that stay silent (mongo_search.RequeueLostTrials). It fails once the
+    driver has requeued the job (this worker was silent too long), and then the trial stops here.
+    """
+
+    def __init__(self, ctrl):
+        super().__init__()
+        self.ctrl = ctrl
+
+    def beat(self):
+        try:
+            self.ctrl.checkpoint()
+        except OperationFailure as e:  # no job at the version this worker holds: the driver requeued it
+            self.ctrl.read_only = True  # hyperopt then writes nothing more to the job for this worker
+            raise TrialLost(f"trial {self.ctrl.current_trial['tid']} was requeued by the driver: {e}") from None
+        except pymongo.errors.ConnectionFailure as e:  # MongoDB unreachable for now: train on, beat next epoch
+            print(f"Heartbeat not sent ({type(e).__name__}), will try again after the next epoch", flush=True)
+
+    def on_train_begin(self, logs=None):
+        self.beat()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.beat()
+
+
 def _summarize(history, prefix):
     """The classic result keys for one head, from the validation history."""
     acc, loss = history.get(f"val_{prefix}_outputs_accuracy"), history.get(f"val_{prefix}_outputs_loss")
@@ -251,7 +289,10 @@ def build_and_train(hype_space, settings=None, callbacks=(), trial_id=None):
 def _objective(expr, memo, ctrl, settings):
     """What hyperopt calls for each trial. It passes the trial's ctrl: its id, and its view of the other trials."""
     hype_space = rec_eval(expr, memo=memo)
-    return build_and_train(hype_space, settings, trial_id=ctrl.current_trial["tid"])
+    callbacks = []
+    if isinstance(ctrl, MongoCtrl):  # a MongoDB worker: heartbeats let the driver requeue trials of dead workers
+        callbacks.append(Heartbeat(ctrl))
+    return build_and_train(hype_space, settings, callbacks=callbacks, trial_id=ctrl.current_trial["tid"])
 
 
 def make_objective(settings):

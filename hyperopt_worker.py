@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""A MongoDB worker: trains the trials that `hyperopt_optimize.py --mongo` queues, until stopped.
+
+    python3 hyperopt_worker.py --mongo mongo://HOST:PORT/DB/jobs --exp-key NAME   # or: make run_hyperopt_worker
+
+This is hyperopt's own hyperopt-mongo-worker (one fresh process per trial, so each trial starts
+with all the GPU memory), plus: the pymongo 4 compatibility layer (mongo_compat.py); a wait for
+the experiment's driver; a check that the experiment's dataset is on this machine before any
+trial is taken. Every trial setting (epochs, dataset, train subset, validation, seed) comes from
+the experiment, as its driver stored it, never from this machine's environment. The driver's
+--data-dir and --results-dir, when relative (the defaults ml_req and results), are folders of the
+directory this worker runs in. Other options go to hyperopt-mongo-worker (--poll-interval,
+--max-jobs, --no-subprocesses, ...). Ctrl-C or SIGTERM stops the worker; its trial goes back to
+the queue.
+"""
+import argparse
+import logging
+import os
+import signal
+import sys
+
+from hyperopt import mongoexp
+
+import mongo_compat
+import mongo_search
+from data import DataError, load_dataset, load_split
+
+CHECKED = "HKS_WORKER_CHECKED"  # set once this worker has checked: its per-trial processes skip the checks
+
+
+class Stopped(BaseException):
+    """SIGTERM, SIGINT or SIGHUP: the worker stops, and its trial goes back to the queue.
+
+    hyperopt raises mongoexp.Shutdown from its handlers of these signals; that one is an Exception,
+    so the trial would record it as its failure. This one is not: hyperopt marks the job as errored
+    and the driver requeues it. Later signals are ignored (Ctrl-C reaches the worker and its trial's
+    process, and the worker then signals that process again) so that the job is released in peace.
+    """
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
+    p.add_argument("--mongo", metavar="URL", default=mongo_search.url_from_env(default_host="localhost"),
+                   help=f"the experiment's MongoDB, {mongo_search.URL_FORM} (env MONGO_DB_HOST, default "
+                        "localhost, MONGO_DB_PORT, MONGO_DB_NAME, MONGO_DB_USER, MONGO_DB_PASSWORD)")
+    p.add_argument("--exp-key", default=os.environ.get("EXPERIMENT_NAME") or "hks",
+                   help="the experiment's name, as given to its driver (env EXPERIMENT_NAME; default %(default)s)")
+    args, hyperopt_options = p.parse_known_args(argv)
+    if args.mongo.count("/") == 3:  # mongo://HOST:PORT/DB, as hyperopt starts the per-trial processes
+        args.mongo += "/jobs"
+    return args, hyperopt_options
+
+
+def check_data_or_exit(settings):
+    """A worker without the experiment's dataset would fail every trial it takes: refuse to start instead."""
+    try:
+        split = load_split(settings["dataset"], settings["data_dir"], settings["validation"], settings["train_subset"])
+    except DataError as e:
+        sys.exit(f"error: {e} (this worker's folder: {os.getcwd()})")
+    print(f"Dataset found: {settings['dataset']}, {len(split.x_train)} training images.", flush=True)
+    load_split.cache_clear()  # each trial loads it again, in its own process
+    load_dataset.cache_clear()
+
+
+def main(argv=None):
+    args, hyperopt_options = parse_args(argv)
+    mongo_compat.install()
+    mongoexp.Shutdown = Stopped  # hyperopt raises (and catches) mongoexp.Shutdown on those signals
+    if os.environ.get(CHECKED) != "1":
+        trials = mongo_search.connect_or_exit(args.mongo, args.exp_key, refresh=False)
+        settings = mongo_search.wait_for_settings(trials, args.exp_key, args.mongo)
+        check_data_or_exit(settings)
+        print(f"Worker for experiment {args.exp_key!r} at {mongo_search.shown(args.mongo)}: taking trials "
+              f"({settings['epochs']} epochs each).", flush=True)
+        os.environ[CHECKED] = "1"
+        # Each trial runs in a new process started as this file, by its #! line: make that line's python3
+        # this interpreter.
+        os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("hyperopt.mongoexp").setLevel(logging.WARNING)  # its INFO says "no job found" every poll
+    defaults = {"--workdir": os.getcwd(),  # hyperopt's default is a new folder per trial: relative paths would break
+                "--reserve-timeout": "inf"}  # wait for trials as long as it takes (hyperopt's default: 2 minutes)
+    given = {option.split("=")[0] for option in hyperopt_options}
+    sys.argv = [os.path.abspath(__file__), f"--mongo={args.mongo[:-len('/jobs')]}", f"--exp-key={args.exp_key}",
+                *[f"{k}={v}" for k, v in defaults.items() if k not in given], *hyperopt_options]
+    try:
+        return mongoexp.main_worker()
+    except Stopped:  # a trial's process, stopped by its worker: the job is marked for the driver to requeue
+        print("Trial process stopped.", flush=True)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.stdout.reconfigure(line_buffering=True)  # progress shows up in piped logs as it happens
+    sys.exit(main())

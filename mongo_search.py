@@ -1,0 +1,166 @@
+"""The search on many machines: what hyperopt's MongoTrials leaves out.
+
+    python3 hyperopt_optimize.py --mongo mongo://HOST:PORT/DB/jobs --exp-key NAME   # the driver
+    python3 hyperopt_worker.py   --mongo mongo://HOST:PORT/DB/jobs --exp-key NAME   # each worker
+
+hyperopt's own engine does the work: the driver queues the trials TPE proposes in MongoDB, and
+workers (hyperopt-mongo-worker processes) reserve and train them. This module adds the pieces
+hyperopt lacks: a one-line error when MongoDB cannot be used, the experiment's settings stored
+next to its trials (so a resumed driver cannot change the budget and workers can check their
+data), and the requeueing of trials whose worker died, which hyperopt leaves RUNNING forever.
+"""
+import json
+import os
+import re
+import sys
+import time
+import urllib.parse
+
+import pymongo
+from hyperopt import STATUS_FAIL
+from hyperopt.base import JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW, JOB_STATE_RUNNING
+from hyperopt.utils import coarse_utcnow
+
+import mongo_compat
+
+URL_FORM = "mongo://[USER:PASSWORD@]HOST:PORT/DB/jobs"  # hyperopt's workers read DB/jobs, so jobs it is
+_URL = re.compile(r"mongo://(?:(?P<user>[^:@/]+):(?P<password>[^@/]*)@)?(?P<host>[^:@/]+):(?P<port>\d+)"
+                  r"/(?P<db>[\w-]+)/jobs")
+CONNECT_TIMEOUT_S = 5  # a MongoDB that does not answer in 5 s is down or unreachable: say so, do not hang
+SETTINGS = "hks_settings"  # the experiment's trial settings, a JSON attachment of its trials in GridFS
+LOCAL_SETTINGS = ("data_dir", "results_dir", "verbose")  # folders on each worker: not part of the experiment
+STALE_AFTER_S = 600  # default: longer than any epoch (a trial's heartbeats come once an epoch)
+MAX_LOST_RUNS = 3  # a trial whose worker dies 3 times probably kills it (out of memory): marked failed
+
+
+def url_from_env(default_host=None):
+    """mongo://... from MONGO_DB_HOST, MONGO_DB_PORT, MONGO_DB_NAME, MONGO_DB_USER, MONGO_DB_PASSWORD.
+
+    None when MONGO_DB_HOST is unset and there is no default_host: the driver then searches locally.
+    """
+    host = os.environ.get("MONGO_DB_HOST") or default_host
+    if not host:
+        return None
+    user, password = os.environ.get("MONGO_DB_USER"), os.environ.get("MONGO_DB_PASSWORD", "")
+    auth = f"{urllib.parse.quote(user, safe='')}:{urllib.parse.quote(password, safe='')}@" if user else ""
+    return (f"mongo://{auth}{host}:{os.environ.get('MONGO_DB_PORT') or 27017}/"
+            f"{os.environ.get('MONGO_DB_NAME') or 'hyperopt'}/jobs")
+
+
+def shown(url):
+    """The URL without its password, for messages."""
+    return re.sub(r"://([^:@/]+):[^@/]*@", r"://\1:***@", url)
+
+
+def parse_url_or_exit(url):
+    match = _URL.fullmatch(url or "")
+    if not match:
+        sys.exit(f"error: --mongo must look like {URL_FORM}, not {shown(url or '')!r}")
+    return match
+
+
+def connect_or_exit(url, exp_key, refresh=True):
+    """hyperopt's MongoTrials of the experiment (refresh: with its trials loaded), or one line saying why
+    MongoDB cannot be used."""
+    mongo_compat.install()
+    from hyperopt.mongoexp import MongoTrials  # after install(): its connections then authenticate
+
+    m = parse_url_or_exit(url)
+    unquote = urllib.parse.unquote
+    client = pymongo.MongoClient(m["host"], int(m["port"]), serverSelectionTimeoutMS=CONNECT_TIMEOUT_S * 1000,
+                                 username=unquote(m["user"]) if m["user"] else None,
+                                 password=unquote(m["password"]) if m["user"] else None)
+    try:
+        client.admin.command("ping")  # also authenticates, when the URL has a user
+    except pymongo.errors.PyMongoError as e:
+        reason = str(e).split(" (configured timeouts")[0].split(", full error")[0].splitlines()[0]
+        sys.exit(f"error: cannot use MongoDB at {shown(url)}: {reason}. Start it (see local_infra/) or fix "
+                 f"--mongo (env MONGO_DB_HOST, MONGO_DB_PORT, MONGO_DB_USER, MONGO_DB_PASSWORD)")
+    finally:
+        client.close()
+    return MongoTrials(url, exp_key=exp_key, refresh=refresh)
+
+
+def store_settings_or_exit(trials, settings, exp_key):
+    """Store the experiment's settings; a resumed experiment must keep the ones it started with."""
+    attachments = trials.attachments
+    if SETTINGS in attachments:
+        stored = json.loads(attachments[SETTINGS])
+        changed = [f"{k}={stored.get(k)!r} (not {settings.get(k)!r})" for k in sorted(set(stored) | set(settings))
+                   if k not in LOCAL_SETTINGS and stored.get(k) != settings.get(k)]
+        if changed:
+            sys.exit(f"error: experiment {exp_key!r} was started with {', '.join(changed)}: resume it with the "
+                     f"same options, or start a new experiment with another --exp-key")
+    attachments[SETTINGS] = json.dumps(settings).encode()  # the folders may change: workers read the latest
+
+
+def wait_for_settings(trials, exp_key, url, poll_s=5):
+    """The experiment's settings, once its driver has stored them (a worker may start first)."""
+    said = False
+    while True:
+        try:
+            return json.loads(trials.attachments[SETTINGS])
+        except KeyError:  # no driver yet (or it is replacing them right now)
+            if not said:
+                print(f"Waiting for the driver of experiment {exp_key!r} at {shown(url)} ...", flush=True)
+                said = True
+            time.sleep(poll_s)
+
+
+class RequeueLostTrials:
+    """Put back in the queue the trials whose worker died or stopped; mark them failed after MAX_LOST_RUNS.
+
+    A running trial's job gets a new version at each heartbeat (neural_net.Heartbeat calls hyperopt's
+    ctrl.checkpoint once an epoch). A RUNNING job whose version has not changed for stale_after
+    seconds, timed on this machine (worker clocks may differ), lost its worker: killed, out of
+    memory, machine gone. A job in hyperopt's ERROR state lost it too: the worker was stopped
+    (SIGTERM, Ctrl-C) or could not start the trial (hks's trials report their own failures as
+    results). Each update applies only to the version seen, so a heartbeat arriving meanwhile
+    wins; and the old worker, had it been only slow (cut off by the network), can no longer write
+    to the job and stops training at its next heartbeat (see requeue).
+    """
+
+    def __init__(self, exp_key, stale_after, log=print):
+        self.exp_key, self.stale_after, self.log = exp_key, stale_after, log
+        self.unchanged_since = {}  # job _id -> (version, time.monotonic() when that version was first seen)
+
+    def __call__(self, trials):
+        """Check the experiment's jobs once; return how many were requeued or failed."""
+        now = time.monotonic()
+        jobs = trials.handle.jobs
+        query = {"exp_key": self.exp_key, "state": {"$in": [JOB_STATE_RUNNING, JOB_STATE_ERROR]}}
+        lost, seen = [], {}
+        for job in jobs.find(query, projection=["tid", "state", "owner", "version", "error", "lost_runs"]):
+            if job["state"] == JOB_STATE_ERROR:  # hyperopt stored ("<class 'module.Name'>", message)
+                error = re.sub(r"<class '(?:\w+\.)*(\w+)'>", r"\1", ": ".join(map(str, job.get("error") or ["?"])))
+                lost.append((job, f"its worker stopped ({error})"))
+                continue
+            version, since = self.unchanged_since.get(job["_id"], (None, now))
+            seen[job["_id"]] = (job["version"], since if version == job["version"] else now)
+            if now - seen[job["_id"]][1] >= self.stale_after:
+                owner = job.get("owner") or ["?"]
+                lost.append((job, f"no heartbeat from {owner[0]} for {self.stale_after:g} s"))
+        self.unchanged_since = seen
+        return sum(self.requeue(jobs, job, why) for job, why in lost)
+
+    def requeue(self, jobs, job, why):
+        lost_runs = job.get("lost_runs", 0) + 1
+        if lost_runs < MAX_LOST_RUNS:
+            change = {"state": JOB_STATE_NEW, "owner": None, "book_time": None, "refresh_time": None}
+            outcome = f"back in the queue (lost run {lost_runs})"
+        else:
+            change = {"state": JOB_STATE_DONE, "refresh_time": coarse_utcnow(),
+                      "result": {"status": STATUS_FAIL, "error": f"lost its worker {lost_runs} times, last: {why}",
+                                 "trial_id": job["tid"]}}
+            outcome = f"marked failed: lost its worker {lost_runs} times (out of memory?)"
+        # Two versions on. hyperopt writes a job only where its version is the one the worker holds, then
+        # checks for one version on: so the old worker's next heartbeat writes nothing and fails, after
+        # which it writes nothing more (neural_net.Heartbeat), and its one last try, marking the job as
+        # errored, is again one version short.
+        now_seen = {"_id": job["_id"], "state": job["state"], "version": job["version"]}
+        done = jobs.find_one_and_update(now_seen, {"$set": {**change, "version": job["version"] + 2,
+                                                            "lost_runs": lost_runs},
+                                                   "$unset": {"error": ""}})
+        if done:
+            self.log(f"Trial {job['tid']}: {why}: {outcome}.")
+        return int(done is not None)

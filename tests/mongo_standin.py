@@ -1,0 +1,272 @@
+"""A test-only MongoDB stand-in: pymongo 4 talks to it over TCP on 127.0.0.1, mongomock stores the data.
+
+No MongoDB server can be installed where the tests run, so this speaks just enough of the wire
+protocol for hyperopt's MongoTrials, its workers and GridFS: the legacy OP_QUERY handshake that
+pymongo opens each connection with, then OP_MSG commands (maxWireVersion 17, as MongoDB 6.0). It
+announces no sessions, no compression and no streaming monitoring, so pymongo uses none of them.
+One lock serializes all commands, so findAndModify (how workers reserve trials) is atomic, as on a
+real server. Not for anything but tests: no auth, no cursors beyond the first batch.
+
+    python3 tests/mongo_standin.py 27017      # run one by hand
+"""
+import datetime
+import socketserver
+import struct
+import sys
+import threading
+
+import bson
+import mongomock
+from bson.int64 import Int64
+from pymongo import ReturnDocument
+
+OP_REPLY, OP_QUERY, OP_MSG = 1, 2004, 2013
+MAX_WIRE_VERSION = 17  # MongoDB 6.0: recent enough for pymongo 4, old enough to need no sessions
+HEADER = struct.Struct("<iiii")  # messageLength, requestID, responseTo, opCode
+
+
+def _cstring(data, pos):
+    end = data.index(b"\x00", pos)
+    return data[pos:end].decode(), end + 1
+
+
+def _bson_at(data, pos):
+    size = struct.unpack_from("<i", data, pos)[0]
+    return bson.decode(data[pos:pos + size]), pos + size
+
+
+def _error(message, code=2, name="BadValue"):
+    return {"ok": 0.0, "errmsg": message, "code": code, "codeName": name}
+
+
+def _cursor(ns, docs):
+    return {"cursor": {"id": Int64(0), "ns": ns, "firstBatch": list(docs)}, "ok": 1.0}
+
+
+def _has_operators(update):
+    return any(k.startswith("$") for k in update)
+
+
+class Store:
+    """The commands pymongo sends, executed on a mongomock client, one at a time."""
+
+    def __init__(self):
+        self.client = mongomock.MongoClient()
+        self.lock = threading.Lock()
+        self.connections = 0
+
+    def run(self, db_name, body):
+        name = next(iter(body))
+        handler = getattr(self, "cmd_" + name.lower(), None)
+        if handler is None:
+            return _error(f"no such command: '{name}'", 59, "CommandNotFound")
+        with self.lock:
+            try:
+                return handler(self.client[db_name], body[name], body)
+            except mongomock.DuplicateKeyError as e:
+                return _error(str(e), 11000, "DuplicateKey")
+            except Exception as e:  # noqa: BLE001 -- report it to the client as a server error would be
+                return _error(f"{type(e).__name__}: {e}")
+
+    def cmd_hello(self, db, arg, body):
+        self.connections += 1
+        return {"helloOk": True, "isWritablePrimary": True, "ismaster": True, "maxBsonObjectSize": 16 * 1024 ** 2,
+                "maxMessageSizeBytes": 48_000_000, "maxWriteBatchSize": 100_000,
+                "localTime": datetime.datetime.now(datetime.timezone.utc), "connectionId": self.connections,
+                "minWireVersion": 0, "maxWireVersion": MAX_WIRE_VERSION, "readOnly": False, "ok": 1.0}
+
+    cmd_ismaster = cmd_hello
+
+    def cmd_ping(self, db, arg, body):
+        return {"ok": 1.0}
+
+    def cmd_buildinfo(self, db, arg, body):
+        return {"version": "6.0.0", "versionArray": [6, 0, 0, 0], "ok": 1.0}
+
+    def cmd_endsessions(self, db, arg, body):
+        return {"ok": 1.0}
+
+    def cmd_find(self, db, coll, body):
+        cursor = db[coll].find(body.get("filter") or {}, body.get("projection") or None)
+        if body.get("sort"):
+            cursor = cursor.sort(list(body["sort"].items()))
+        if body.get("skip"):
+            cursor = cursor.skip(body["skip"])
+        if body.get("limit"):
+            cursor = cursor.limit(abs(body["limit"]))
+        return _cursor(f"{db.name}.{coll}", cursor)
+
+    def cmd_insert(self, db, coll, body):
+        for doc in body["documents"]:
+            db[coll].insert_one(doc)
+        return {"n": len(body["documents"]), "ok": 1.0}
+
+    def cmd_update(self, db, coll, body):
+        n = modified = 0
+        upserted = []
+        for i, spec in enumerate(body["updates"]):
+            q, u, upsert = spec["q"], spec["u"], spec.get("upsert", False)
+            if not _has_operators(u):
+                result = db[coll].replace_one(q, u, upsert=upsert)
+            elif spec.get("multi"):
+                result = db[coll].update_many(q, u, upsert=upsert)
+            else:
+                result = db[coll].update_one(q, u, upsert=upsert)
+            n += result.matched_count
+            modified += result.modified_count
+            if result.upserted_id is not None:
+                n += 1
+                upserted.append({"index": i, "_id": result.upserted_id})
+        reply = {"n": n, "nModified": modified, "ok": 1.0}
+        if upserted:
+            reply["upserted"] = upserted
+        return reply
+
+    def cmd_delete(self, db, coll, body):
+        n = 0
+        for spec in body["deletes"]:
+            delete = db[coll].delete_one if spec.get("limit") == 1 else db[coll].delete_many
+            n += delete(spec["q"]).deleted_count
+        return {"n": n, "ok": 1.0}
+
+    def cmd_findandmodify(self, db, coll, body):
+        query, sort, fields = body.get("query") or {}, body.get("sort"), body.get("fields")
+        sort = list(sort.items()) if sort else None
+        before = db[coll].find_one(query, sort=sort)
+        if body.get("remove"):
+            value = db[coll].find_one_and_delete(query, projection=fields, sort=sort)
+            return {"lastErrorObject": {"n": int(value is not None)}, "value": value, "ok": 1.0}
+        update, upsert = body["update"], body.get("upsert", False)
+        return_after = ReturnDocument.AFTER if body.get("new") else ReturnDocument.BEFORE
+        change = db[coll].find_one_and_update if _has_operators(update) else db[coll].find_one_and_replace
+        value = change(query, update, projection=fields, sort=sort, upsert=upsert, return_document=return_after)
+        last = {"n": int(before is not None or upsert), "updatedExisting": before is not None}
+        return {"lastErrorObject": last, "value": value, "ok": 1.0}
+
+    def cmd_count(self, db, coll, body):
+        return {"n": db[coll].count_documents(body.get("query") or {}), "ok": 1.0}
+
+    def cmd_aggregate(self, db, coll, body):
+        return _cursor(f"{db.name}.{coll}", db[coll].aggregate(body["pipeline"]))
+
+    def cmd_distinct(self, db, coll, body):
+        return {"values": db[coll].distinct(body["key"], body.get("query") or {}), "ok": 1.0}
+
+    def cmd_createindexes(self, db, coll, body):
+        before = len(db[coll].index_information()) if coll in db.list_collection_names() else 0
+        for index in body["indexes"]:
+            db[coll].create_index(list(index["key"].items()), name=index.get("name"),
+                                  unique=index.get("unique", False))
+        return {"numIndexesBefore": before, "numIndexesAfter": len(db[coll].index_information()), "ok": 1.0}
+
+    def cmd_listindexes(self, db, coll, body):
+        if coll not in db.list_collection_names():
+            return _error(f"ns does not exist: {db.name}.{coll}", 26, "NamespaceNotFound")
+        indexes = [{"v": 2, "key": dict(info["key"]), "name": name, **({"unique": True} if info.get("unique") else {})}
+                   for name, info in db[coll].index_information().items()]
+        return _cursor(f"{db.name}.{coll}", indexes)
+
+    def cmd_drop(self, db, coll, body):
+        db.drop_collection(coll)
+        return {"ok": 1.0}
+
+    def cmd_dropdatabase(self, db, arg, body):
+        self.client.drop_database(db.name)
+        return {"ok": 1.0}
+
+
+class _Connection(socketserver.BaseRequestHandler):
+    def handle(self):
+        while True:
+            header = self._read(HEADER.size)
+            if header is None:
+                return
+            length, request_id, _, opcode = HEADER.unpack(header)
+            payload = self._read(length - HEADER.size)
+            if payload is None:
+                return
+            if opcode == OP_QUERY:
+                self._reply_query(request_id, payload)
+            elif opcode == OP_MSG:
+                self._reply_msg(request_id, payload)
+            else:
+                return  # nothing else is ever sent to a server that announces neither compression nor more
+
+    def _read(self, n):
+        data = b""
+        while len(data) < n:
+            chunk = self.request.recv(n - len(data))
+            if not chunk:
+                return None
+            data += chunk
+        return data
+
+    def _send(self, request_id, opcode, body):
+        self.request.sendall(HEADER.pack(HEADER.size + len(body), 0, request_id, opcode) + body)
+
+    def _reply_query(self, request_id, payload):
+        """The legacy handshake: a command on admin.$cmd, answered with OP_REPLY."""
+        namespace, pos = _cstring(payload, 4)  # after flags
+        query, _ = _bson_at(payload, pos + 8)  # after numberToSkip and numberToReturn
+        reply = self.server.store.run(namespace.split(".")[0], query)
+        self._send(request_id, OP_REPLY, struct.pack("<iqii", 0, 0, 0, 1) + bson.encode(reply))
+
+    def _reply_msg(self, request_id, payload):
+        flags = struct.unpack_from("<I", payload)[0]
+        end = len(payload) - (4 if flags & 1 else 0)  # bit 0: a CRC-32C checksum closes the message
+        pos, body, sequences = 4, {}, {}
+        while pos < end:
+            kind, pos = payload[pos], pos + 1
+            if kind == 0:  # the command document
+                body, pos = _bson_at(payload, pos)
+            else:  # kind 1: a document sequence (insert's documents, update's updates, ...)
+                size = struct.unpack_from("<i", payload, pos)[0]
+                identifier, docs_at = _cstring(payload, pos + 4)
+                docs = []
+                while docs_at < pos + size:
+                    doc, docs_at = _bson_at(payload, docs_at)
+                    docs.append(doc)
+                sequences[identifier] = docs
+                pos += size
+        body.update(sequences)
+        reply = self.server.store.run(body.get("$db", "admin"), body)
+        self._send(request_id, OP_MSG, struct.pack("<I", 0) + b"\x00" + bson.encode(reply))
+
+
+class _Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class MongoStandin:
+    """A stand-in server on 127.0.0.1 (port 0: any free port), served from a background thread.
+
+        with MongoStandin() as server:
+            url = f"mongo://127.0.0.1:{server.port}/hks/jobs"
+    """
+
+    def __init__(self, port=0):
+        self.server = _Server(("127.0.0.1", port), _Connection)
+        self.server.store = Store()
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, name="mongo-standin", daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+if __name__ == "__main__":
+    with MongoStandin(int(sys.argv[1]) if len(sys.argv) > 1 else 27017) as standin:
+        print(f"MongoDB stand-in on 127.0.0.1:{standin.port} (Ctrl-C stops it)", flush=True)
+        try:
+            standin.thread.join()
+        except KeyboardInterrupt:
+            pass

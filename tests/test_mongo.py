@@ -1,0 +1,362 @@
+"""The search on MongoDB: the real driver and real worker processes, end to end.
+
+They run on the stand-in (tests/mongo_standin.py), or on a real MongoDB with
+HKS_TEST_MONGO_URL=mongo://[USER:PASSWORD@]HOST:PORT (each test uses a new database, dropped after).
+Every process a test starts is in its own process group, killed when the test ends, pass or fail.
+"""
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import uuid
+
+import pymongo
+import pytest
+from hyperopt.base import JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW, JOB_STATE_RUNNING
+
+import mongo_compat
+import mongo_search
+from conftest import ROOT, write_cifar100_archive
+from mongo_standin import MongoStandin
+
+REAL_MONGO = os.environ.get("HKS_TEST_MONGO_URL")
+EXP = "test"
+# Tests time heartbeats on a shared 2-core machine: a healthy trial's process can take ~30 s from
+# reserving a trial to its first heartbeat (importing TensorFlow), so 60 s of silence means dead.
+STALE_AFTER_S = 60
+
+
+@pytest.fixture
+def mongo_url():
+    db = f"hks_test_{uuid.uuid4().hex[:8]}"
+    if REAL_MONGO:
+        url = f"{REAL_MONGO.rstrip('/')}/{db}/jobs"
+        yield url
+        with contextlib.closing(client(url)) as c:
+            c.drop_database(db)
+    else:
+        with MongoStandin() as standin:
+            yield f"mongo://127.0.0.1:{standin.port}/{db}/jobs"
+
+
+def client(url):
+    m = mongo_search.parse_url_or_exit(url)
+    auth = {"username": urllib.parse.unquote(m["user"]), "password": urllib.parse.unquote(m["password"])} \
+        if m["user"] else {}
+    return pymongo.MongoClient(m["host"], int(m["port"]), serverSelectionTimeoutMS=5000, **auth)
+
+
+@pytest.fixture
+def jobs(mongo_url):
+    with contextlib.closing(client(mongo_url)) as c:
+        yield c[mongo_search.parse_url_or_exit(mongo_url)["db"]]["jobs"]
+
+
+def stop(process, sig=signal.SIGTERM, wait_s=20):
+    """Stop a process started by `processes` and whatever it started (its per-trial processes)."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            pass
+    with contextlib.suppress(ProcessLookupError):  # anything left in its group
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+@pytest.fixture
+def processes(tmp_path):
+    """start(name, script, *args, **env): a script of the repo in tmp_path, logging to tmp_path/name.log."""
+    started = []
+
+    def start(name, script, *args, **env):
+        log = open(tmp_path / f"{name}.log", "w")
+        process = subprocess.Popen([sys.executable, os.path.join(ROOT, script), *args], cwd=tmp_path,
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1", **env})
+        process.log = tmp_path / f"{name}.log"
+        started.append((process, log))
+        return process
+
+    yield start
+    for process, log in started:
+        stop(process)
+        log.close()
+
+
+def output(process):
+    return process.log.read_text()
+
+
+def wait_for(condition, timeout_s, what, *watched):
+    """condition()'s first true value; fails with the logs of `watched` if it never comes or they all exit."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if watched and all(p.poll() is not None for p in watched):
+            break
+        time.sleep(0.5)
+    logs = "\n".join(f"--- {p.log.name} (exit {p.poll()}):\n{output(p)[-3000:]}" for p in watched)
+    pytest.fail(f"no {what} after {timeout_s} s\n{logs}")
+
+
+def worker(processes, name, mongo_url, **env):
+    return processes(name, "hyperopt_worker.py", "--mongo", mongo_url, "--exp-key", EXP, "--poll-interval", "1",
+                     **env)
+
+
+def driver(processes, name, mongo_url, *args):
+    return processes(name, "hyperopt_optimize.py", "--mongo", mongo_url, "--exp-key", EXP, "--epochs", "1",
+                     "--train-subset", "60", *args)
+
+
+def finish(process, timeout_s=600):
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{process.log.name} still running after {timeout_s} s:\n{output(process)[-3000:]}")
+    assert process.returncode == 0, output(process)
+    return output(process)
+
+
+def results(folder):
+    return {f.name: json.loads(f.read_text()) for f in (folder / "results").glob("*.txt.json")}
+
+
+def check_every_trial_done_once(jobs, folder, n):
+    """n trials, all done and successful, each with exactly one result file: no trial lost or run twice."""
+    docs = list(jobs.find({"exp_key": EXP}))
+    assert len(docs) == n and all(d["state"] == JOB_STATE_DONE and d["result"]["status"] == "ok" for d in docs)
+    files = results(folder)
+    assert sorted(r["trial_id"] for r in files.values()) == sorted(d["tid"] for d in docs)
+    assert {d["result"]["model_name"] + ".txt.json" for d in docs} == set(files)
+    return docs, files
+
+
+@pytest.mark.slow
+def test_driver_and_two_workers_run_four_trials(tmp_path, mongo_url, jobs, processes):
+    write_cifar100_archive(tmp_path / "ml_req")
+    # The workers start first, and their own budget variables must change nothing: trials use the driver's.
+    workers = [worker(processes, f"worker{i}", mongo_url, HKS_EPOCHS="5", HKS_TRAIN_SUBSET="10") for i in (1, 2)]
+    wait_for(lambda: all("Waiting for the driver" in output(w) for w in workers), 120, "waiting workers", *workers)
+
+    out = finish(driver(processes, "driver", mongo_url, "--max-evals", "4"))
+
+    assert "Found 0 trials of the experiment; 4 more will be queued." in out
+    docs, files = check_every_trial_done_once(jobs, tmp_path, 4)
+    for r in files.values():
+        assert (r["epochs_budget"], r["epochs_run"], r["train_size"]) == (1, 1, 60)
+    assert all(output(w).count("Hyperspace:") >= 1 for w in workers)  # both workers trained
+    assert sum(output(w).count("Hyperspace:") for w in workers) == 4
+    best = max(files.values(), key=lambda r: r["fine_best_accuracy"])
+    assert f"Best of 4 trials: {best['model_name']}: val fine accuracy {best['fine_best_accuracy']:.4f}" in out
+    stored = {d["result"]["model_name"]: d["result"] for d in docs}  # the results are in MongoDB too
+    assert all(stored[r["model_name"]]["fine_best_accuracy"] == r["fine_best_accuracy"] for r in files.values())
+
+
+@pytest.mark.slow
+def test_lost_and_stopped_workers_trials_are_requeued_and_finished(tmp_path, mongo_url, jobs, processes):
+    write_cifar100_archive(tmp_path / "ml_req")
+    first = worker(processes, "worker1", mongo_url)
+    search = driver(processes, "driver", mongo_url, "--max-evals", "2", "--epochs", "2",
+                    "--stale-after", str(STALE_AFTER_S))
+
+    def running_trial(other_than=None):  # its first heartbeat (training started) took its version past 0
+        return jobs.find_one({"exp_key": EXP, "state": JOB_STATE_RUNNING, "version": {"$gte": 1},
+                              "tid": {"$ne": other_than}})
+
+    killed = wait_for(running_trial, 300, "trial in training", first, search)
+    stop(first, signal.SIGKILL)  # the machine is gone: no chance to say anything
+
+    second = worker(processes, "worker2", mongo_url)
+    stopped = wait_for(lambda: running_trial(other_than=killed["tid"]), 300, "second trial in training",
+                       second, search)
+    second.send_signal(signal.SIGTERM)  # as docker stop does: the worker stops, its trial goes back to the queue
+    second.wait(60)
+
+    worker(processes, "worker3", mongo_url)
+    out = finish(search)
+
+    assert f"Trial {killed['tid']}: no heartbeat from {killed['owner'][0]} for {STALE_AFTER_S} s: back in the " \
+           f"queue (lost run 1)." in out
+    assert f"Trial {stopped['tid']}: its worker stopped (Stopped: 15): back in the queue (lost run 1)." in out
+    docs, files = check_every_trial_done_once(jobs, tmp_path, 2)
+    assert all(d["lost_runs"] == 1 for d in docs)
+    assert all(r["epochs_run"] == 2 for r in files.values())
+
+
+@pytest.mark.slow
+def test_restarted_driver_resumes_the_experiment(tmp_path, mongo_url, jobs, processes):
+    write_cifar100_archive(tmp_path / "ml_req")
+    worker(processes, "worker", mongo_url)
+    first = driver(processes, "driver1", mongo_url, "--max-evals", "3")
+    wait_for(lambda: jobs.find_one({"exp_key": EXP, "state": JOB_STATE_RUNNING, "version": {"$gte": 1}}), 300,
+             "trial in training", first)
+    stop(first, signal.SIGKILL)  # mid-search: trial 1 in training, trial 2 queued (one worker: no trial 3 yet)
+    before = {d["tid"]: d["misc"]["vals"] for d in jobs.find({"exp_key": EXP})}
+    assert len(before) == 2
+
+    out = finish(driver(processes, "driver2", mongo_url, "--max-evals", "3"))
+
+    assert f"Found {len(before)} trials of the experiment; {3 - len(before)} more will be queued." in out
+    docs, _ = check_every_trial_done_once(jobs, tmp_path, 3)
+    assert {d["tid"]: d["misc"]["vals"] for d in docs if d["tid"] in before} == before
+    vals = [json.dumps(d["misc"]["vals"], sort_keys=True) for d in docs]
+    assert len(set(vals)) == 3  # the resumed driver proposes new points, not the first driver's again
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("script", ["hyperopt_optimize.py", "hyperopt_worker.py"])
+def test_unreachable_mongodb_is_one_line_naming_the_url(tmp_path, script):
+    url = f"mongo://127.0.0.1:{free_port()}/hks/jobs"
+    out = subprocess.run([sys.executable, os.path.join(ROOT, script), "--mongo", url], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)  # the timeout only guards against a hang
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 1 and len(lines) == 1, out.stderr
+    assert lines[0].startswith(f"error: cannot use MongoDB at {url}: ") and "Connection refused" in lines[0]
+
+
+@pytest.mark.parametrize("url", ["mongo://localhost/hks/jobs", "mongodb://localhost:27017/hks/jobs",
+                                 "mongo://localhost:27017/hks/trials"])
+def test_malformed_url_is_one_line(tmp_path, url):
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "hyperopt_worker.py"), "--mongo", url],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1
+    assert out.stderr.strip() == f"error: --mongo must look like {mongo_search.URL_FORM}, not {url!r}"
+
+
+def test_a_resumed_experiment_keeps_its_settings(tmp_path, mongo_url):
+    from hyperopt_optimize import parse_args, settings_from
+
+    trials = mongo_search.connect_or_exit(mongo_url, EXP)
+    started = settings_from(parse_args(["--epochs", "100", "--data-dir", "elsewhere"]))  # folders may differ
+    mongo_search.store_settings_or_exit(trials, started, EXP)
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "hyperopt_optimize.py"), "--mongo", mongo_url,
+                          "--exp-key", EXP, "--epochs", "1", "--max-evals", "1"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1
+    assert out.stderr.strip() == (f"error: experiment {EXP!r} was started with epochs=100 (not 1): resume it "
+                                  f"with the same options, or start a new experiment with another --exp-key")
+    assert json.loads(trials.attachments[mongo_search.SETTINGS]) == started  # untouched
+
+
+def test_worker_without_the_dataset_takes_no_trial(tmp_path, mongo_url, jobs, processes):
+    trials = mongo_search.connect_or_exit(mongo_url, EXP)
+    mongo_search.store_settings_or_exit(trials, {"dataset": "cifar100", "data_dir": "ml_req", "validation": "split",
+                                                 "train_subset": None, "epochs": 1}, EXP)
+    jobs.insert_one({"exp_key": EXP, "state": JOB_STATE_NEW, "owner": None, "tid": 0, "version": 0})
+    lonely = worker(processes, "worker", mongo_url)
+    assert lonely.wait(120) == 1
+    assert output(lonely).strip().endswith(f"(this worker's folder: {tmp_path})")
+    assert "cifar-100-python.tar.gz" in output(lonely)
+    assert jobs.find_one({"tid": 0})["state"] == JOB_STATE_NEW
+
+
+def test_requeue_lost_trials_only_when_silent(mongo_url, jobs):
+    """The driver's side of dead-worker recovery, step by step, and a requeued trial's old worker shut out."""
+    from hyperopt.mongoexp import MongoCtrl
+    from neural_net import Heartbeat, TrialLost
+
+    trials = mongo_search.connect_or_exit(mongo_url, EXP)
+    jobs.insert_many([{"exp_key": EXP, "tid": 1, "state": JOB_STATE_NEW, "owner": None, "version": 0},
+                      {"exp_key": EXP, "tid": 2, "state": JOB_STATE_ERROR, "owner": ["w:2"], "version": 3,
+                       "error": ["<class 'hyperopt_worker.Stopped'>", "15"]}])
+    job = trials.handle.reserve(["w:1"], exp_key=EXP)
+    assert job["tid"] == 1
+    logged = []
+    requeue = mongo_search.RequeueLostTrials(EXP, stale_after=0.5, log=logged.append)
+
+    assert requeue(trials) == 1  # the errored job at once; the running one is only seen for now
+    assert logged == ["Trial 2: its worker stopped (Stopped: 15): back in the queue (lost run 1)."]
+    time.sleep(0.3)
+    Heartbeat(MongoCtrl(trials, job, read_only=False)).on_epoch_end(0)  # alive: new version
+    time.sleep(0.3)
+    assert requeue(trials) == 0  # 0.3 s since the heartbeat
+    time.sleep(0.6)
+    assert requeue(trials) == 1
+    assert logged[-1] == "Trial 1: no heartbeat from w:1 for 0.5 s: back in the queue (lost run 1)."
+    doc = jobs.find_one({"tid": 1})
+    assert (doc["state"], doc["owner"], doc["lost_runs"], doc["version"]) == (JOB_STATE_NEW, None, 1, 3)
+    # The old worker, had it been only slow: its next heartbeat stops the trial, and what hyperopt's
+    # worker then does (MongoWorker.run_one: checkpoint, mark the job errored) writes nothing.
+    ctrl = MongoCtrl(trials, job, read_only=False)
+    with pytest.raises(TrialLost, match="trial 1 was requeued by the driver"):
+        Heartbeat(ctrl).on_epoch_end(1)
+    ctrl.checkpoint()
+    trials.handle.update(job, {"state": JOB_STATE_ERROR, "error": ["TrialLost", "..."]})
+    assert jobs.find_one({"tid": 1}) == doc
+
+    for _ in (2, 3):  # lost runs 2 and 3: failed, and done with
+        assert trials.handle.reserve(["w:3"], exp_key=EXP)["tid"] in (1, 2)
+        assert trials.handle.reserve(["w:4"], exp_key=EXP)["tid"] in (1, 2)
+        requeue(trials)
+        time.sleep(0.6)
+        assert requeue(trials) == 2
+    assert logged[-1].startswith("Trial ") and logged[-1].endswith("marked failed: lost its worker 3 times "
+                                                                    "(out of memory?).")
+    for doc in jobs.find({"exp_key": EXP}):
+        assert (doc["state"], doc["result"]["status"], doc["lost_runs"]) == (JOB_STATE_DONE, "fail", 3)
+        assert "error" not in doc
+
+
+def test_compat_layer_gives_hyperopt_the_pymongo_3_calls_it_makes(mongo_url):
+    mongo_compat.install()
+    from hyperopt.mongoexp import MongoJobs, MongoTrials
+
+    trials = MongoTrials(mongo_url, exp_key=EXP)
+    handle = trials.handle
+    assert trials.new_trial_ids(2) == [2, 3]  # find_and_modify: None after an upsert (as pymongo 3), so a retry
+    job = handle.insert({"exp_key": EXP, "tid": 7, "state": JOB_STATE_NEW, "owner": None, "version": 0})  # insert
+    assert "_id" in job and len(handle) == 1  # Collection.count
+    assert trials.count_by_state_unsynced(JOB_STATE_NEW) == 1  # Cursor.count
+    assert trials.count_by_state_unsynced([JOB_STATE_RUNNING, JOB_STATE_DONE]) == 0
+    reserved = handle.reserve("me", exp_key=EXP)  # find_and_modify with new=True
+    assert (reserved["state"], reserved["owner"]) == (JOB_STATE_RUNNING, "me")
+    handle.update(reserved, {"result": {"status": "ok", "loss": 1.0}})  # Collection.update
+    assert handle.jobs.find_one({"tid": 7})["version"] == 1
+    trials.attachments["blob"] = b"x" * 300_000  # GridFS, several chunks
+    assert trials.attachments["blob"] == b"x" * 300_000
+    handle.delete(reserved)  # Collection.remove
+    assert len(handle) == 0
+    assert isinstance(MongoJobs.new_from_connection_str(mongo_url).conn, pymongo.MongoClient)
+
+
+def test_compat_layer_authenticates_with_the_user_of_the_url(monkeypatch):
+    mongo_compat.install()
+    from hyperopt import mongoexp
+
+    monkeypatch.setenv("MONGO_DB_HOST", "db.example")
+    monkeypatch.setenv("MONGO_DB_USER", "hks")
+    monkeypatch.setenv("MONGO_DB_PASSWORD", "p@ss/w:rd")  # a URL carries it percent-encoded
+    url = mongo_search.url_from_env()
+    assert url == "mongo://hks:p%40ss%2Fw%3Ard@db.example:27017/hyperopt/jobs"
+    assert mongo_search.shown(url) == "mongo://hks:***@db.example:27017/hyperopt/jobs"
+    clients = []
+    monkeypatch.setattr(pymongo, "MongoClient", lambda *args, **kwargs: clients.append((args, kwargs)) or
+                        {"hyperopt": {"jobs": "the jobs collection"}})
+    assert mongoexp.connection_from_string(url)[3] == "the jobs collection"
+    (args, kwargs), = clients
+    assert args == ("db.example", 27017)
+    assert (kwargs["username"], kwargs["password"], "authSource" in kwargs) == ("hks", "p@ss/w:rd", False)
+
+
+def test_hyperopt_still_needs_the_compat_layer(mongo_url):
+    """hyperopt 0.3.0 calls pymongo 3 methods: when this fails, hyperopt was fixed and mongo_compat.py can go."""
+    code = ("import sys; from hyperopt.mongoexp import MongoTrials; "
+            "MongoTrials(sys.argv[1], exp_key='x').count_by_state_unsynced(0)")
+    out = subprocess.run([sys.executable, "-c", code, mongo_url], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "AttributeError: 'Cursor' object has no attribute 'count'" in out.stderr
