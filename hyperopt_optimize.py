@@ -16,7 +16,7 @@ import numpy as np
 from hyperopt import STATUS_OK, Trials, fmin, hp, tpe
 
 from data import ARCHIVES, DataError, load_split
-from neural_net import DEFAULT_SETTINGS, make_objective
+from neural_net import DEFAULT_SETTINGS, draw_model, make_objective
 from utils import atomic_write
 
 # The classic search space: same labels and ranges, so old results.pkl and result files still read.
@@ -71,13 +71,16 @@ def add_training_options(p):
                    help="folder for the per-model JSON files (default %(default)s)")
     p.add_argument("--seed", type=int, default=DEFAULT_SETTINGS["seed"],
                    help="seed of TPE and of weight initialization (default %(default)s)")
+    p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=DEFAULT_SETTINGS["tensorboard"],
+                   help="log each model's epochs to TensorBoard/<model name>/ (make tensorboard shows them; "
+                        "default: %(default)s)")
 
 
 def settings_from(args):
     """The trial settings (neural_net.DEFAULT_SETTINGS) that parsed options ask for."""
     return {**DEFAULT_SETTINGS, "epochs": args.epochs, "dataset": args.dataset, "data_dir": args.data_dir,
             "train_subset": args.train_subset, "validation": args.validation,
-            "results_dir": args.results_dir, "seed": args.seed}
+            "results_dir": args.results_dir, "seed": args.seed, "tensorboard": args.tensorboard}
 
 
 def load_data_or_exit(settings):
@@ -132,6 +135,20 @@ def describe(result):
             f"test fine accuracy {result['fine_test_accuracy']:.4f}")
 
 
+def draw_best_model(best, settings):
+    """Redraw model_best.png; a failure (no graphviz, say) is one warning, never a failed search."""
+    path = os.path.join(settings["results_dir"], "model_best.png")
+    try:
+        draw_model(best["space"], path, settings["dataset"])
+        print(f"New best model: drew {path}")
+    except Exception as e:  # noqa: BLE001 -- a picture must not stop the search
+        print(f"warning: {path} not drawn ({type(e).__name__}: {e})".replace("\n", " "), file=sys.stderr)
+
+
+def minutes(seconds):
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
 def run_search(args):
     settings = settings_from(args)
     split = load_data_or_exit(settings)
@@ -144,6 +161,8 @@ def run_search(args):
 
     objective = make_objective(settings)
     saved = found
+    drawn = None  # the model_name of the best model drawn to model_best.png
+    search_start = time.time()
     try:
         while args.max_evals is None or len(trials.trials) < args.max_evals:
             n = len(trials.trials) + 1
@@ -155,8 +174,14 @@ def run_search(args):
             saved = len(trials.trials)
             best = best_result(trials)
             print(f"Trial {n} took {time.time() - start:.0f} s, {describe(trials.trials[-1]['result'])}")
+            if args.max_evals and n < args.max_evals:
+                left = (time.time() - search_start) / (n - found) * (args.max_evals - n)
+                print(f"About {minutes(left)} left for {args.max_evals - n} more trials")
             if best:
                 print(f"Best so far: {describe(best)}", flush=True)
+            if best and best["model_name"] != drawn:
+                draw_best_model(best, settings)
+                drawn = best["model_name"]
     except KeyboardInterrupt:
         print(f"\nInterrupted. The {saved} finished trials are saved in "
               f"{args.trials_file}: run the same command again to resume.")
