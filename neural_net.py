@@ -43,7 +43,7 @@ DEFAULT_SETTINGS = dict(
     results_dir="results",
     seed=0,
     verbose=2,  # Keras fit verbosity: one line per epoch
-    tensorboard=False,  # per-epoch scalars to TensorBoard/<model_name>/; off by default: event files cost time
+    tensorboard=False,  # per-epoch scalars to TensorBoard/<model_name>/; off: a search would make hundreds of runs
 )
 TENSORBOARD_DIR = "TensorBoard"
 NB_CLASSES = {"cifar100": (100, 20), "cifar10": (10, 0)}  # (fine, coarse) classes of each dataset
@@ -166,8 +166,9 @@ def draw_model(hype_space, path, dataset="cifar100"):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".part.png"  # drawn aside, then renamed: a reader never sees half a picture
     try:
-        # 60 dpi: the demo network is about 100 layers tall; its picture stays near 0.5 MB and readable.
-        keras.utils.plot_model(model, to_file=tmp, show_shapes=True, show_layer_activations=True, dpi=60)
+        # 60 dpi: the demo network is about 100 layers tall; its picture stays under 1 MB and readable.
+        keras.utils.plot_model(model, to_file=tmp, show_shapes=True, show_layer_names=True,
+                               show_layer_activations=True, dpi=60)
         os.replace(tmp, path)
     finally:
         keras.backend.clear_session()
@@ -244,6 +245,8 @@ def train(hype_space, settings, callbacks=()):
 @functools.cache
 def tensorflow_installed():
     """Keras writes TensorBoard logs with TensorFlow's summary writer, whatever the backend. Said once per process."""
+    if keras.backend.backend() != "tensorflow":  # TensorFlow only writes logs here: no grab of all GPU memory
+        os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
     try:
         importlib.import_module("tensorflow")  # loaded already on the TensorFlow backend; TensorBoard needs it anyway
         return True

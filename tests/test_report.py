@@ -90,13 +90,16 @@ def test_report_on_classic_result_files(tmp_path):
     for name in FIGURES:
         assert_real_picture(results / name)
     # The leaderboard path never loads Keras or TensorFlow (python -X importtime lists every import).
-    imported = re.findall(r"^import time:.*\|\s*([\w.]+)$", out.stderr, re.M)
+    imported = re.findall(r"^import time:.*\|\s*([\w.]+)$", out.stderr, re.MULTILINE)
     assert "pandas" in imported and not [m for m in imported if m.split(".")[0] in ("keras", "tensorflow", "jax")]
 
 
-def fake_trial(hype_space, _count=itertools.count()):
+FAKE_TRIALS = itertools.count()
+
+
+def fake_trial(hype_space):
     """Results as this repo's objective returns them, without training: 4 ok, 1 failed, 1 pruned."""
-    i = next(_count)
+    i = next(FAKE_TRIALS)
     if i == 4:
         return {"status": STATUS_FAIL, "model_name": "failed_4", "error": "ResourceExhaustedError: OOM"}
     accuracy = 0.1 + 0.1 * i
@@ -233,7 +236,8 @@ def test_tensorboard_without_tensorflow_is_one_message_and_training_goes_on(tmp_
     write_cifar100_archive(tmp_path / "ml_req", classes=range(10), train_per_class=20)
     (tmp_path / "space.json").write_text(json.dumps(SMALL))
     (tmp_path / "train_without_tf.py").write_text(f"ROOT = {ROOT!r}" + HIDE_TENSORFLOW)
-    out = run(str(tmp_path / "train_without_tf.py"), ["--space", "space.json", "--epochs", "2"], tmp_path, KERAS_BACKEND="jax")
+    out = run(str(tmp_path / "train_without_tf.py"), ["--space", "space.json", "--epochs", "2"], tmp_path,
+              KERAS_BACKEND="jax")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert out.stdout.count("TensorBoard logging is off: it needs TensorFlow") == 1
     assert '"keras_backend": "jax"' in out.stdout and not (tmp_path / "TensorBoard").exists()
