@@ -5,6 +5,7 @@
 
 Each trial trains one CNN (neural_net.py) and writes results/model_<val accuracy>_<id>.txt.json;
 the trials are pickled to results.pkl after each one, so the search resumes where it stopped.
+results/model_best.png is redrawn whenever the best changes; report.py shows the whole search.
 """
 import argparse
 import os

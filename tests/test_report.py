@@ -140,6 +140,13 @@ def test_report_without_results_is_one_line(tmp_path):
     assert "no results in results/" in out.stderr and "hyperopt_optimize.py" in out.stderr
 
 
+def test_report_speed_benchmark_runs(tmp_path):
+    out = run("bench/report_speed.py", ["--files", "20"], tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    header, numbers = out.stdout.strip().splitlines()
+    assert header.split()[:2] == ["result", "files"] and numbers.split()[0] == "20" and len(numbers.split()) == 5
+
+
 def test_a_failure_to_draw_model_best_is_one_warning(tmp_path, monkeypatch, capsys):
     import keras
 
