@@ -101,7 +101,10 @@ def add_trials(trials, rows):
 def load_trials_file(path):
     try:
         with open(path, "rb") as f:
-            return pickle.load(f)  # imports hyperopt, not Keras
+            trials = pickle.load(f)  # imports hyperopt, not Keras
+        if not isinstance(getattr(trials, "trials", None), list):
+            raise TypeError(f"it holds a {type(trials).__name__}, not hyperopt Trials")
+        return trials
     except Exception as e:  # noqa: BLE001 -- any unreadable pickle gets the same advice
         sys.exit(f"error: {path} is not a readable trials file ({type(e).__name__}: {e}); "
                  f"pass --trials-file, or move it away to report on the result files alone")
