@@ -1,8 +1,9 @@
 # hks: hyperparameter and architecture search for CNNs on CIFAR-100.
 PYTHON ?= python3
+TENSORBOARD_PORT ?= 6006
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install_req run_hyperopt run_hyperopt_worker demo train_best test
+.PHONY: install_req run_hyperopt run_hyperopt_worker demo train_best report tensorboard test
 
 install_req:  ## Python packages (and graphviz, for the model pictures, where apt-get is available)
 	command -v dot >/dev/null || (command -v apt-get >/dev/null && apt-get install -y graphviz) || true
@@ -20,8 +21,14 @@ demo:  ## a tiny search (3 trials of 1 epoch on 2,000 images): a few minutes on 
 		--results-dir results/demo --trials-file results/demo/results.pkl
 	@echo "Demo results: results/demo/*.txt.json (sorted by accuracy: ls results/demo), trials: results/demo/results.pkl"
 
-train_best:  ## train the best hyperspace found so far (see train.py --help)
+train_best:  ## retrain the best hyperspace found so far: full budget, TensorBoard on, model saved (see train.py --help)
 	$(PYTHON) train.py --space best
+
+report:  ## leaderboard of results/ and results.pkl, and the pictures, written to results/ (see report.py --help)
+	$(PYTHON) report.py --models
+
+tensorboard:  ## TensorBoard on http://127.0.0.1:6006 (TENSORBOARD_PORT=...) for runs logged with --tensorboard or by train.py
+	$(PYTHON) -m tensorboard.main --logdir TensorBoard --host 127.0.0.1 --port $(TENSORBOARD_PORT)
 
 test:  ## the whole test suite, slow end-to-end tests included (as CI runs it)
 	$(PYTHON) -m pytest -q tests

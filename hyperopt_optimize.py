@@ -8,6 +8,7 @@ Each trial trains one CNN (neural_net.py) and writes results/model_<val accuracy
 the trials are pickled to results.pkl after each one, so the search resumes where it stopped.
 With --mongo the trials are queued in MongoDB and trained by workers (hyperopt_worker.py, on any
 number of machines); running the driver again with the same --exp-key resumes the experiment.
+results/model_best.png is redrawn whenever the best changes; report.py shows the whole search.
 """
 import argparse
 import contextlib
@@ -23,8 +24,8 @@ from hyperopt.exceptions import AllTrialsFailed
 
 import mongo_search
 from data import ARCHIVES, DataError, load_split
-from neural_net import DEFAULT_SETTINGS, make_objective
-from utils import atomic_write
+from neural_net import DEFAULT_SETTINGS, draw_model, make_objective
+from utils import load_trials, save_trials
 
 # The classic search space: same labels and ranges, so old results.pkl and result files still read.
 space = {
@@ -88,13 +89,16 @@ def add_training_options(p):
                    help="folder for the per-model JSON files (default %(default)s)")
     p.add_argument("--seed", type=int, default=DEFAULT_SETTINGS["seed"],
                    help="seed of TPE and of weight initialization (default %(default)s)")
+    p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=DEFAULT_SETTINGS["tensorboard"],
+                   help="log each model's epochs to TensorBoard/<model name>/ (make tensorboard shows them; "
+                        "default: %(default)s)")
 
 
 def settings_from(args):
     """The trial settings (neural_net.DEFAULT_SETTINGS) that parsed options ask for."""
     return {**DEFAULT_SETTINGS, "epochs": args.epochs, "dataset": args.dataset, "data_dir": args.data_dir,
             "train_subset": args.train_subset, "validation": args.validation,
-            "results_dir": args.results_dir, "seed": args.seed}
+            "results_dir": args.results_dir, "seed": args.seed, "tensorboard": args.tensorboard}
 
 
 def load_data_or_exit(settings):
@@ -128,26 +132,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def load_trials(path):
-    """The saved trials, or new ones if there are none. A broken file is left as it is."""
-    if not os.path.exists(path):
-        return Trials()
-    try:
-        with open(path, "rb") as f:
-            trials = pickle.load(f)
-        if not isinstance(trials, Trials):
-            raise TypeError(f"it holds a {type(trials).__name__}, not hyperopt Trials")
-    except Exception as e:  # noqa: BLE001 -- any unreadable pickle gets the same advice
-        sys.exit(f"error: {path} is not a readable trials file ({type(e).__name__}: {e}); it was left "
-                 f"untouched: move it away to start a new search, or pass --trials-file")
-    trials.refresh()
-    return trials
-
-
-def save_trials(trials, path):
-    atomic_write(path, lambda f: pickle.dump(trials, f), mode="wb")
-
-
 def best_result(trials):
     ok = [t["result"] for t in trials.trials if t["result"].get("status") == STATUS_OK]
     return min(ok, key=lambda r: r["loss"]) if ok else None
@@ -169,12 +153,27 @@ def print_best(trials, results_dir):
               f"Its result file: {os.path.join(results_dir, best['model_name'] + '.txt.json')}")
 
 
+def draw_best_model(best, settings):
+    """Redraw model_best.png; a failure (no graphviz, say) is one warning, never a failed search."""
+    path = os.path.join(settings["results_dir"], "model_best.png")
+    try:
+        draw_model(best["space"], path, settings["dataset"])
+        print(f"New best model: drew {path}")
+    except Exception as e:  # noqa: BLE001 -- a picture must not stop the search
+        print(f"warning: {path} not drawn ({type(e).__name__}: {e})".replace("\n", " "), file=sys.stderr)
+
+
+def minutes(seconds):
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
 def run_search(args):
     if args.mongo:
         return run_mongo_search(args)
     settings = settings_from(args)
     split = load_data_or_exit(settings)
-    trials = load_trials(args.trials_file)
+    trials = load_trials(args.trials_file, "it was left untouched: move it away to start a new search, "
+                                           "or pass --trials-file")
     found = len(trials.trials)
     todo = "until Ctrl-C" if args.max_evals is None else max(0, args.max_evals - found)
     print(f"{args.dataset}: training on {len(split.x_train)} images, selecting on {len(split.x_val)} "
@@ -183,6 +182,8 @@ def run_search(args):
 
     objective = make_objective(settings)
     saved = found
+    drawn = None  # the model_name of the best model drawn to model_best.png
+    search_start = time.time()
     try:
         while args.max_evals is None or len(trials.trials) < args.max_evals:
             n = len(trials.trials) + 1
@@ -195,8 +196,14 @@ def run_search(args):
             saved = len(trials.trials)
             best = best_result(trials)
             print(f"Trial {n} took {time.time() - start:.0f} s, {describe(trials.trials[-1]['result'])}")
+            if args.max_evals and n < args.max_evals:
+                left = (time.time() - search_start) / (n - found) * (args.max_evals - n)
+                print(f"About {minutes(left)} left for {args.max_evals - n} more trials")
             if best:
                 print(f"Best so far: {describe(best)}", flush=True)
+            if best and best["model_name"] != drawn:
+                draw_best_model(best, settings)
+                drawn = best["model_name"]
     except KeyboardInterrupt:
         print(f"\nInterrupted. The {saved} finished trials are saved in "
               f"{args.trials_file}: run the same command again to resume.")
@@ -219,6 +226,7 @@ def run_mongo_search(args):
 
     requeue_lost = mongo_search.RequeueLostTrials(args.exp_key, args.stale_after)
     reported = {t["tid"] for t in trials.trials if t["state"] == JOB_STATE_DONE}
+    drawn = [None]  # the model_name of the best model drawn to model_best.png
 
     def after_each_poll(trials, *_):
         """hyperopt calls its early_stop_fn after each look at MongoDB (every second): report, requeue."""
@@ -230,6 +238,9 @@ def run_mongo_search(args):
                 best = best_result(trials)
                 if best:
                     print(f"Best so far: {describe(best)}", flush=True)
+                if best and best["model_name"] != drawn[0]:
+                    draw_best_model(best, settings)
+                    drawn[0] = best["model_name"]
         return False, []  # never stops the search
 
     try:

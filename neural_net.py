@@ -14,7 +14,9 @@ Network, top to bottom (the space key that controls each block in brackets):
 Only the public Keras 3 API is used, so any Keras backend runs it.
 """
 import functools
+import importlib
 import json
+import os
 import time
 import traceback
 import uuid
@@ -43,7 +45,10 @@ DEFAULT_SETTINGS = dict(
     results_dir="results",
     seed=0,
     verbose=2,  # Keras fit verbosity: one line per epoch
+    tensorboard=False,  # per-epoch scalars to TensorBoard/<model_name>/; off: a search would make hundreds of runs
 )
+TENSORBOARD_DIR = "TensorBoard"
+NB_CLASSES = {"cifar100": (100, 20), "cifar10": (10, 0)}  # (fine, coarse) classes of each dataset
 
 # The best hyperspace of the classic Hyperopt-Keras-CNN-CIFAR-100 repo.
 CLASSIC_BEST_SPACE = {
@@ -160,6 +165,23 @@ def build_model(hype_space, nb_fine=100, nb_coarse=20):
     return model
 
 
+def draw_model(hype_space, path, dataset="cifar100"):
+    """Draw the network of a hyperspace to a PNG with keras.utils.plot_model (needs pydot and graphviz)."""
+    model = build_model(hype_space, *NB_CLASSES[dataset])
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".part.png"  # drawn aside, then renamed: a reader never sees half a picture
+    try:
+        # 60 dpi: the demo network is about 100 layers tall; its picture stays under 1 MB and readable.
+        keras.utils.plot_model(model, to_file=tmp, show_shapes=True, show_layer_names=True,
+                               show_layer_activations=True, dpi=60)
+        os.replace(tmp, path)
+    finally:
+        keras.backend.clear_session()
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
 class KeepBestWeights(keras.callbacks.Callback):
     """Remember the weights of the epoch with the best validation fine accuracy (the selected model)."""
 
@@ -261,27 +283,70 @@ def train(hype_space, settings, callbacks=()):
     return result, model
 
 
-def build_and_train(hype_space, settings=None, callbacks=(), trial_id=None):
+@functools.cache
+def tensorflow_installed():
+    """Keras writes TensorBoard logs with TensorFlow's summary writer, whatever the backend. Said once per process."""
+    if keras.backend.backend() != "tensorflow":  # TensorFlow only writes logs here: no grab of all GPU memory
+        os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+    try:
+        importlib.import_module("tensorflow")  # loaded already on the TensorFlow backend; TensorBoard needs it anyway
+        return True
+    except ImportError as e:
+        print(f"TensorBoard logging is off: it needs TensorFlow ({e}; pip install tensorflow). "
+              f"Training goes on without it.", flush=True)
+        return False
+
+
+def tensorboard_callbacks(log_dir):
+    """Per-epoch scalars (losses, accuracies, learning rate) to log_dir, or none where TensorFlow is missing."""
+    if not tensorflow_installed():
+        return []
+    # Scalars only: the graph is in model_*.png, and histograms or profiling would slow every epoch.
+    return [keras.callbacks.TensorBoard(log_dir, histogram_freq=0, write_graph=False, update_freq="epoch",
+                                        profile_batch=0)]
+
+
+def save_model_files(model, model_name, folder):
+    """The trained model (.keras: architecture, weights, optimizer) and its weights alone (.weights.h5)."""
+    os.makedirs(folder, exist_ok=True)
+    files = {"model_file": os.path.join(folder, model_name + ".keras"),
+             "weights_file": os.path.join(folder, model_name + ".weights.h5")}
+    model.save(files["model_file"])
+    model.save_weights(files["weights_file"])
+    return files
+
+
+def build_and_train(hype_space, settings=None, callbacks=(), trial_id=None, save_model=False):
     """One trial: train, write results/<model_name>.txt.json, return the result.
 
     A failure of the trial itself (NaN loss, out of memory, a bad combination) is returned as
-    STATUS_FAIL with its error and traceback, so the search goes on.
+    STATUS_FAIL with its error and traceback, so the search goes on. With settings["tensorboard"], the
+    epochs are logged to TensorBoard/running_<id>/, renamed TensorBoard/<model_name>/ at the end.
+    save_model=True also writes <model_name>.keras and <model_name>.weights.h5 beside the result file.
     """
     settings = {**DEFAULT_SETTINGS, **(settings or {})}
     run_id = uuid.uuid4().hex[:8]
     recorded = {k: settings[k] for k in ("dataset", "validation", "train_subset", "seed")}
     recorded.update(epochs_budget=settings["epochs"], keras_backend=keras.backend.backend(), trial_id=trial_id)
+    log_dir = os.path.join(TENSORBOARD_DIR, f"running_{run_id}")
+    if settings["tensorboard"]:
+        callbacks = [*callbacks, *tensorboard_callbacks(log_dir)]
     keras.backend.clear_session()  # free the previous trial's graph and memory
     print("Hyperspace:", json.dumps(hype_space, sort_keys=True), flush=True)
     try:
-        result, _ = train(hype_space, settings, callbacks)
+        result, model = train(hype_space, settings, callbacks)
         result["model_name"] = f"model_{result['fine_best_accuracy']:.4f}_{run_id}"
+        if save_model:
+            result.update(save_model_files(model, result["model_name"], settings["results_dir"]))
     except Exception as e:  # noqa: BLE001 -- any failure of one trial must not stop the search
         result = {"status": STATUS_FAIL, "model_name": f"failed_{run_id}", "space": hype_space,
                   "error": f"{type(e).__name__}: {e}".strip()[:2000], "traceback": traceback.format_exc()}
     finally:
         keras.backend.clear_session()
     result.update(recorded)
+    if os.path.isdir(log_dir):  # the run shows in TensorBoard under the name of its result file
+        result["tensorboard_dir"] = os.path.join(TENSORBOARD_DIR, result["model_name"])
+        os.replace(log_dir, result["tensorboard_dir"])
     save_json_result(result["model_name"], result, settings["results_dir"])
     return result
 

@@ -1,10 +1,13 @@
 """Train one hyperspace, without searching: the best one found so far, the classic best, or a file.
 
-    python3 train.py                               # the best hyperspace in results/
+    python3 train.py                               # retrain the best hyperspace in results/, full budget
     python3 train.py --space classic_best --epochs 5 --train-subset 10000
     python3 train.py --space results/model_0.6100_1a2b3c4d.txt.json   # a result file or a plain space JSON
 
-It writes a result file to results/ like every search trial does.
+It keeps the weights of the best validation epoch, scores them once on the test set, and writes,
+beside the search's result files: <model_name>.txt.json (the result), <model_name>.keras (the
+model, for keras.saving.load_model) and <model_name>.weights.h5 (its weights). TensorBoard logs
+go to TensorBoard/<model_name>/ (--no-tensorboard turns them off; make tensorboard shows them).
 """
 import argparse
 import json
@@ -40,13 +43,17 @@ def main(argv=None):
     p.add_argument("--space", default="best",
                    help="best (of results/, default), classic_best, demo, or a JSON file: a result file or a space")
     add_training_options(p)
+    p.set_defaults(tensorboard=True)  # one long run: worth watching
     args = p.parse_args(argv)
     settings = settings_from(args)
     hype_space = resolve_space(args.space, args.results_dir)
     load_data_or_exit(settings)
-    result = build_and_train(hype_space, settings)
+    result = build_and_train(hype_space, settings, save_model=True)
     summary = {k: v for k, v in result.items() if k not in ("history", "traceback")}
     print_json(summary)
+    if result["status"] == "ok":
+        print(f"Saved {result['model_file']} and {result['weights_file']}" +
+              (f"; make tensorboard shows {result['tensorboard_dir']}" if "tensorboard_dir" in result else ""))
     return 0 if result["status"] == "ok" else 1
 
 

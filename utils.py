@@ -1,8 +1,12 @@
-"""Result files: one JSON per trained model in results/, named so that sorting names sorts by accuracy."""
+"""Result files: one JSON per trained model in results/ (names sort by accuracy), and the pickled trials."""
 import glob
 import json
 import os
+import pickle
+import sys
 import tempfile
+
+from hyperopt import Trials
 
 RESULTS_DIR = "results"
 
@@ -16,6 +20,9 @@ def atomic_write(path, write, mode="w"):
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=os.path.basename(path))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private (0600); results are for everyone who shares the folder
     try:
         with os.fdopen(fd, mode) as f:
             write(f)
@@ -49,3 +56,22 @@ def load_best_result(results_dir=RESULTS_DIR):
 def load_best_hyperspace(results_dir=RESULTS_DIR):
     best = load_best_result(results_dir)
     return None if best is None else best["space"]
+
+
+def load_trials(path, advice):
+    """The hyperopt Trials pickled at path (new ones where there is no file); one line and exit if unreadable."""
+    if not os.path.exists(path):
+        return Trials()
+    try:
+        with open(path, "rb") as f:
+            trials = pickle.load(f)
+        if not isinstance(trials, Trials):
+            raise TypeError(f"it holds a {type(trials).__name__}, not hyperopt Trials")
+    except Exception as e:  # noqa: BLE001 -- any unreadable pickle gets the same advice
+        sys.exit(f"error: {path} is not a readable trials file ({type(e).__name__}: {e}); {advice}")
+    trials.refresh()
+    return trials
+
+
+def save_trials(trials, path):
+    atomic_write(path, lambda f: pickle.dump(trials, f), mode="wb")
