@@ -2,7 +2,7 @@
 PYTHON ?= python3
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install_req run_hyperopt demo train_best test
+.PHONY: install_req run_hyperopt demo train_best test bench
 
 install_req:  ## Python packages (and graphviz, for the model pictures, where apt-get is available)
 	command -v dot >/dev/null || (command -v apt-get >/dev/null && apt-get install -y graphviz) || true
@@ -21,3 +21,7 @@ train_best:  ## train the best hyperspace found so far (see train.py --help)
 
 test:  ## the whole test suite, slow end-to-end tests included (as CI runs it)
 	$(PYTHON) -m pytest -q tests
+
+bench:  ## the speed benchmarks (README, "Speed"): training throughput, then the search with and without pruning
+	$(PYTHON) bench/throughput.py
+	$(PYTHON) bench/search_efficiency.py
