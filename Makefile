@@ -3,7 +3,7 @@ PYTHON ?= python3
 TENSORBOARD_PORT ?= 6006
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install_req run_hyperopt run_hyperopt_worker demo train_best report tensorboard test
+.PHONY: install_req run_hyperopt run_hyperopt_worker demo train_best report tensorboard test bench
 
 install_req:  ## Python packages (and graphviz, for the model pictures, where apt-get is available)
 	command -v dot >/dev/null || (command -v apt-get >/dev/null && apt-get install -y graphviz) || true
@@ -32,3 +32,7 @@ tensorboard:  ## TensorBoard on http://127.0.0.1:6006 (TENSORBOARD_PORT=...) for
 
 test:  ## the whole test suite, slow end-to-end tests included (as CI runs it)
 	$(PYTHON) -m pytest -q tests
+
+bench:  ## the speed benchmarks (README, "Speed"): training throughput, then the search with and without pruning
+	$(PYTHON) bench/throughput.py
+	$(PYTHON) bench/search_efficiency.py

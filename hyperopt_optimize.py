@@ -24,6 +24,7 @@ from hyperopt.exceptions import AllTrialsFailed
 
 import mongo_search
 from data import ARCHIVES, DataError, load_split
+from device import PRECISIONS
 from neural_net import DEFAULT_SETTINGS, draw_model, make_objective
 from utils import load_trials, save_trials
 
@@ -92,13 +93,18 @@ def add_training_options(p):
     p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=DEFAULT_SETTINGS["tensorboard"],
                    help="log each model's epochs to TensorBoard/<model name>/ (make tensorboard shows them; "
                         "default: %(default)s)")
+    p.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_SETTINGS["precision"],
+                   help="float32, or mixed precision (float32 weights, float16 or bfloat16 math); auto: mixed "
+                        "on GPUs and TPUs that compute it natively, float32 on CPUs (default %(default)s)")
 
 
 def settings_from(args):
     """The trial settings (neural_net.DEFAULT_SETTINGS) that parsed options ask for."""
     return {**DEFAULT_SETTINGS, "epochs": args.epochs, "dataset": args.dataset, "data_dir": args.data_dir,
             "train_subset": args.train_subset, "validation": args.validation,
-            "results_dir": args.results_dir, "seed": args.seed, "tensorboard": args.tensorboard}
+            "results_dir": args.results_dir, "seed": args.seed, "tensorboard": args.tensorboard,
+            "precision": args.precision,
+            "prune": getattr(args, "prune", "none")}  # only the search prunes: train.py has no --prune
 
 
 def load_data_or_exit(settings):
@@ -116,6 +122,10 @@ def parse_args(argv=None):
     p.add_argument("--max-evals", type=positive_int, default=os.environ.get("HKS_MAX_EVALS"),
                    help="total trials of the experiment, resumed ones included (env HKS_MAX_EVALS; "
                         "default: run until Ctrl-C)")
+    p.add_argument("--prune", choices=["median", "none"], default=DEFAULT_SETTINGS["prune"],
+                   help="median: stop a trial after its warm-up once its best validation accuracy is below the "
+                        "median of the finished trials' at the same epoch (default); none: train every trial "
+                        "for --epochs")
     p.add_argument("--trials-file", default="results.pkl",
                    help="pickled hyperopt trials, saved after each trial and resumed from (default %(default)s)")
     p.add_argument("--mongo", metavar="URL", default=mongo_search.url_from_env(),
@@ -140,8 +150,9 @@ def best_result(trials):
 def describe(result):
     if result["status"] != STATUS_OK:
         return f"failed: {result.get('error')}"
+    pruned = f" (pruned at epoch {result['pruned_at_epoch']})" if result.get("pruned") else ""
     return (f"{result['model_name']}: val fine accuracy {result['fine_best_accuracy']:.4f}, "
-            f"test fine accuracy {result['fine_test_accuracy']:.4f}")
+            f"test fine accuracy {result['fine_test_accuracy']:.4f}{pruned}")
 
 
 def print_best(trials, results_dir):

@@ -17,23 +17,26 @@ import functools
 import importlib
 import json
 import os
+import statistics
 import time
 import traceback
 import uuid
 
 import keras
 import pymongo
-from hyperopt import STATUS_FAIL, STATUS_OK
+from hyperopt import JOB_STATE_DONE, STATUS_FAIL, STATUS_OK
 from hyperopt.mongoexp import MongoCtrl, OperationFailure
 from hyperopt.pyll import rec_eval
 
 from data import load_split
+from device import choose_precision
 from utils import save_json_result
 
 STARTING_L2_REG = 0.0007  # times l2_weight_reg_mult, on every kernel
 STARTING_LR = 0.001  # times lr_rate_mult
 OPTIMIZERS = {"Adam": keras.optimizers.Adam, "Nadam": keras.optimizers.Nadam, "RMSprop": keras.optimizers.RMSprop}
 EVAL_BATCH_SIZE = 500  # validation and test batches: no gradients, so larger than training ones
+PRUNE_MIN_TRIALS = 5  # the median stopping rule needs this many finished trials at an epoch to judge it
 
 # How one trial runs; the driver overrides these from its options (and stores them with each result).
 DEFAULT_SETTINGS = dict(
@@ -46,6 +49,8 @@ DEFAULT_SETTINGS = dict(
     seed=0,
     verbose=2,  # Keras fit verbosity: one line per epoch
     tensorboard=False,  # per-epoch scalars to TensorBoard/<model_name>/; off: a search would make hundreds of runs
+    precision="auto",  # a Keras dtype policy, or auto (device.choose_precision)
+    prune="median",  # "median": the search stops trials that fall behind (MedianStoppingRule); or "none"
 )
 TENSORBOARD_DIR = "TensorBoard"
 NB_CLASSES = {"cifar100": (100, 20), "cifar10": (10, 0)}  # (fine, coarse) classes of each dataset
@@ -122,10 +127,16 @@ def dense(x, units, hype_space):
     return keras.layers.Dropout(hype_space["fc_dropout_drop_proba"])(x)
 
 
-def build_model(hype_space, nb_fine=100, nb_coarse=20):
-    """A compiled Keras model for any point of the space. nb_coarse=0 drops the coarse head (CIFAR-10)."""
-    inputs = keras.Input((32, 32, 3), dtype="uint8", name="image")
-    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)  # scaling on the device: uint8 goes in
+def build_model(hype_space, nb_fine=100, nb_coarse=20, input_dtype="uint8"):
+    """A compiled Keras model for any point of the space. nb_coarse=0 drops the coarse head (CIFAR-10).
+
+    input_dtype="float32" takes images already scaled to [-1, 1] on the host, the classic repo's
+    pipeline, kept only so that bench/throughput.py can measure it against the uint8 one.
+    """
+    inputs = keras.Input((32, 32, 3), dtype=input_dtype, name="image")
+    x = inputs
+    if input_dtype == "uint8":
+        x = keras.layers.Rescaling(1 / 127.5, offset=-1)(x)  # scaling on the device: uint8 goes in
     x = keras.layers.RandomFlip("horizontal")(x)  # augmentation, active in training only
 
     if hype_space["first_conv"] is not None:
@@ -231,6 +242,53 @@ class Heartbeat(keras.callbacks.Callback):
         self.beat()
 
 
+def prune_warmup(epochs_budget):
+    """Epochs a trial always runs: learning curves cross early (slow starters: small learning rates,
+    large batches), so a tenth of the budget, and at least 2."""
+    return max(2, epochs_budget // 10)
+
+
+def best_by_epoch(trials, epoch):
+    """Best validation fine accuracy within their first `epoch` epochs, of the finished trials that ran that far."""
+    trials.refresh()  # MongoTrials: read what the other workers finished; local Trials: cheap
+    reached = []
+    for trial in trials.trials:
+        accuracy = trial["result"].get("history", {}).get("val_fine_outputs_accuracy", [])
+        if trial["state"] == JOB_STATE_DONE and trial["result"].get("status") == STATUS_OK and len(accuracy) >= epoch:
+            reached.append(max(accuracy[:epoch]))
+    return reached
+
+
+class MedianStoppingRule(keras.callbacks.Callback):
+    """Stop a trial whose best validation fine accuracy so far is below the median of what the finished
+    trials had reached by the same epoch (the median stopping rule of Google Vizier, Golovin et al. 2017).
+
+    `trials` is hyperopt's ctrl.trials, so a MongoDB worker judges against what every worker finished.
+    Pruned trials count too, for the epochs they ran. The trial keeps its honest (low) loss for TPE.
+    """
+
+    def __init__(self, trials, epochs_budget):
+        super().__init__()
+        self.trials, self.epochs_budget = trials, epochs_budget
+        self.best, self.pruned_at_epoch = -1.0, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.best = max(self.best, logs["val_fine_outputs_accuracy"])
+        done = epoch + 1
+        if done < prune_warmup(self.epochs_budget) or done >= self.epochs_budget:
+            return  # still warming up, or the last epoch, where stopping saves nothing
+        try:
+            reached = best_by_epoch(self.trials, done)
+        except Exception as e:  # noqa: BLE001 -- an unreachable database must not fail the trial: train on
+            print(f"Pruning skipped at epoch {done}: cannot read the finished trials ({type(e).__name__}: {e})")
+            return
+        if len(reached) >= PRUNE_MIN_TRIALS and self.best < statistics.median(reached):
+            print(f"Pruned at epoch {done}: best validation fine accuracy {self.best:.4f} is below the median "
+                  f"{statistics.median(reached):.4f} of {len(reached)} finished trials at that epoch", flush=True)
+            self.pruned_at_epoch = done
+            self.model.stop_training = True
+
+
 def _summarize(history, prefix):
     """The classic result keys for one head, from the validation history."""
     acc, loss = history.get(f"val_{prefix}_outputs_accuracy"), history.get(f"val_{prefix}_outputs_loss")
@@ -245,9 +303,17 @@ def train(hype_space, settings, callbacks=()):
     """Build and train one model; return (result dict, trained model with the selected weights)."""
     data = load_split(settings["dataset"], settings["data_dir"], settings["validation"], settings["train_subset"])
     keras.utils.set_random_seed(settings["seed"])
-    model = build_model(hype_space, data.nb_fine, data.nb_coarse)
+    precision = choose_precision(settings["precision"])
+    keras.mixed_precision.set_global_policy(precision)  # layers keep the policy they were built with
+    try:
+        model = build_model(hype_space, data.nb_fine, data.nb_coarse)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
     best = KeepBestWeights()
     start = time.time()
+    # Plain uint8 arrays on every backend: Keras gathers each shuffled batch from them (no per-epoch
+    # copy) and prefetches it; a batch of 320 takes about 1 ms of host time against seconds for the
+    # step on a CPU (bench/throughput.py), so tf.data or a PyDataset would buy nothing.
     fit = model.fit(
         data.x_train, data.y_train, batch_size=int(hype_space["batch_size"]), epochs=settings["epochs"],
         validation_data=(data.x_val, data.y_val), validation_batch_size=EVAL_BATCH_SIZE, shuffle=True,
@@ -256,6 +322,7 @@ def train(hype_space, settings, callbacks=()):
     history = {k: [float(v) for v in values] for k, values in fit.history.items()}
     if any(v != v for v in history["loss"]):  # NaN != NaN
         raise FloatingPointError(f"loss became NaN at epoch {len(history['loss'])}")
+    pruned_at = next((c.pruned_at_epoch for c in callbacks if isinstance(c, MedianStoppingRule)), None)
     model.set_weights(best.best_weights)
     if settings["validation"] == "test":  # the selected weights were scored on the test set already
         test = {k: history[f"val_{k}"][best.best_epoch] for k in ("fine_outputs_accuracy", "coarse_outputs_accuracy")
@@ -273,6 +340,9 @@ def train(hype_space, settings, callbacks=()):
         "best_epoch": best.best_epoch + 1,
         "epochs_run": len(history["loss"]),
         "train_time_s": round(train_time, 1),
+        "precision": precision,
+        "pruned": pruned_at is not None,
+        "pruned_at_epoch": pruned_at,
         "nb_params": model.count_params(),
         "train_size": len(data.x_train),
         "validation_size": len(data.x_val),
@@ -355,6 +425,8 @@ def _objective(expr, memo, ctrl, settings):
     """What hyperopt calls for each trial. It passes the trial's ctrl: its id, and its view of the other trials."""
     hype_space = rec_eval(expr, memo=memo)
     callbacks = []
+    if settings.get("prune", "none") == "median":
+        callbacks.append(MedianStoppingRule(ctrl.trials, settings["epochs"]))
     if isinstance(ctrl, MongoCtrl):  # a MongoDB worker: heartbeats let the driver requeue trials of dead workers
         callbacks.append(Heartbeat(ctrl))
     return build_and_train(hype_space, settings, callbacks=callbacks, trial_id=ctrl.current_trial["tid"])
