@@ -360,3 +360,24 @@ def test_hyperopt_still_needs_the_compat_layer(mongo_url):
             "MongoTrials(sys.argv[1], exp_key='x').count_by_state_unsynced(0)")
     out = subprocess.run([sys.executable, "-c", code, mongo_url], capture_output=True, text=True, timeout=120)
     assert out.returncode == 1 and "AttributeError: 'Cursor' object has no attribute 'count'" in out.stderr
+
+
+def test_pruning_on_a_worker_reads_what_every_worker_finished(mongo_url, jobs):
+    """A worker's ctrl.trials is a MongoTrials of the experiment: the median stopping rule sees the trials other
+    workers finished (after a refresh), and only the finished, successful ones."""
+    from hyperopt.mongoexp import MongoTrials
+
+    from neural_net import best_by_epoch
+
+    mongo_compat.install()
+    finished = [[0.1, 0.3], [0.2, 0.5], [0.4]]
+    jobs.insert_many([{"exp_key": EXP, "tid": tid, "state": JOB_STATE_DONE, "version": 1, "owner": None,
+                       "misc": {"tid": tid, "idxs": {}, "vals": {}, "cmd": None}, "spec": None,
+                       "result": {"status": "ok", "loss": -max(acc), "history": {"val_fine_outputs_accuracy": acc}}}
+                      for tid, acc in enumerate(finished)])
+    jobs.insert_one({"exp_key": EXP, "tid": 3, "state": JOB_STATE_RUNNING, "version": 1, "owner": ["w:1"],
+                     "misc": {"tid": 3, "idxs": {}, "vals": {}, "cmd": None}, "spec": None,
+                     "result": {"status": "new"}})
+    worker_view = MongoTrials(mongo_url, exp_key=EXP, refresh=False)  # as hyperopt's worker builds it
+    assert sorted(best_by_epoch(worker_view, 1)) == [0.1, 0.2, 0.4]
+    assert sorted(best_by_epoch(worker_view, 2)) == [0.3, 0.5]
