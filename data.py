@@ -168,11 +168,12 @@ def load_split(dataset="cifar100", data_dir="ml_req", validation="split", train_
     order = rng.permutation(len(ds.x_train))
     if validation == "split":
         n_val = min(VALIDATION_SIZE, len(order) // 10)
-        # Stratified: take the first n_val/nb_fine images of each class in the shuffled order.
-        per_class = max(1, n_val // ds.nb_fine)
-        rank = np.empty(len(order), dtype=np.int64)
+        # Stratified: take the first n_val/classes images of each class present, in the shuffled order.
         labels = ds.y_train_fine[order]
-        for c in range(ds.nb_fine):
+        present = np.unique(labels)
+        per_class = max(1, n_val // len(present))
+        rank = np.empty(len(order), dtype=np.int64)
+        for c in present:
             where = np.flatnonzero(labels == c)
             rank[where] = np.arange(len(where))
         is_val = rank < per_class

@@ -71,6 +71,13 @@ def test_split_holds_out_stratified_validation_images_always_the_same(tiny_cifar
     assert np.array_equal(again.x_val, split.x_val)
 
 
+def test_split_of_an_archive_with_some_classes_holds_out_a_tenth(tmp_path):
+    write_cifar100_archive(tmp_path, classes=range(0, 100, 10), train_per_class=60)
+    split = load_split("cifar100", str(tmp_path), "split", None)
+    assert len(split.x_val) == 60 and len(split.x_train) == 540
+    assert np.array_equal(np.bincount(split.y_val["fine_outputs"], minlength=100)[::10], np.full(10, 6))
+
+
 def test_train_subset_and_test_validation(tiny_cifar100):
     split = load_split("cifar100", str(tiny_cifar100), "test", 50)
     assert len(split.x_train) == 50 and split.x_val is split.x_test
