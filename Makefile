@@ -31,7 +31,7 @@ tensorboard:  ## TensorBoard on http://127.0.0.1:6006 (TENSORBOARD_PORT=...) for
 	$(PYTHON) -m tensorboard.main --logdir TensorBoard --host 127.0.0.1 --port $(TENSORBOARD_PORT)
 
 test:  ## the whole test suite, slow end-to-end tests included (as CI runs it)
-	$(PYTHON) -m pytest -q tests
+	$(PYTHON) -m pytest -q -n 2 tests
 
 bench:  ## the speed benchmarks (README, "Speed"): training throughput, then the search with and without pruning
 	$(PYTHON) bench/throughput.py

@@ -13,20 +13,21 @@ results/model_best.png is redrawn whenever the best changes; report.py shows the
 import argparse
 import contextlib
 import os
-import pickle
 import sys
 import time
 
-import numpy as np
-from hyperopt import STATUS_OK, Trials, fmin, hp, tpe
-from hyperopt.base import JOB_STATE_DONE
-from hyperopt.exceptions import AllTrialsFailed
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # before Keras loads TensorFlow: no start-up INFO lines
 
-import mongo_search
-from data import ARCHIVES, DataError, load_split
-from device import PRECISIONS
-from neural_net import DEFAULT_SETTINGS, draw_model, make_objective
-from utils import load_trials, save_trials
+import numpy as np  # noqa: E402
+from hyperopt import STATUS_OK, fmin, hp, tpe  # noqa: E402
+from hyperopt.base import JOB_STATE_DONE  # noqa: E402
+from hyperopt.exceptions import AllTrialsFailed  # noqa: E402
+
+import mongo_search  # noqa: E402
+from data import ARCHIVES, DataError, load_split  # noqa: E402
+from device import PRECISIONS  # noqa: E402
+from neural_net import DEFAULT_SETTINGS, draw_model, make_objective  # noqa: E402
+from utils import load_trials, save_trials  # noqa: E402
 
 # The classic search space: same labels and ranges, so old results.pkl and result files still read.
 space = {

@@ -19,11 +19,13 @@ import os
 import signal
 import sys
 
-from hyperopt import mongoexp
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # before Keras loads TensorFlow: no start-up INFO lines
 
-import mongo_compat
-import mongo_search
-from data import DataError, load_dataset, load_split
+from hyperopt import mongoexp  # noqa: E402
+
+import mongo_compat  # noqa: E402
+import mongo_search  # noqa: E402
+from data import DataError, load_dataset, load_split  # noqa: E402
 
 CHECKED = "HKS_WORKER_CHECKED"  # set once this worker has checked: its per-trial processes skip the checks
 

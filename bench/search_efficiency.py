@@ -6,8 +6,8 @@
 It cuts a subset of real CIFAR-100 (every tenth fine class by default, the first images of each)
 into a temporary archive in the official format, then runs the real driver, hyperopt_optimize.py,
 once with --prune none and once with --prune median, same seed, one after the other. Models are
-selected on the subset's test images (--validation test): the held-out split keeps 1 image per
-class of 100 on a dataset this small, 10 images here, too few to rank models. With TPE's
+selected on the subset's test images (--validation test): the held-out split would keep a tenth
+of the 800 training images, too few to rank models. With TPE's
 first 20 trials drawn at random, both searches train the same first 20 models; pruning decides
 only how long each trains. Wall time includes each trial's model building and compilation.
 """

@@ -85,7 +85,8 @@ def test_mixed_precision_trains_with_float32_heads_and_leaves_the_default_policy
     assert keras.mixed_precision.global_policy().name == "float32"  # the next model is float32 again
 
 
-def test_bad_precision_is_a_usage_error(tmp_path):
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "hyperopt_optimize.py"), "--precision", "half"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2 and "--precision" in out.stderr.splitlines()[-1]
+def test_bad_precision_is_a_usage_error(capsys):
+    import hyperopt_optimize
+    with pytest.raises(SystemExit) as exit_:
+        hyperopt_optimize.parse_args(["--precision", "half"])
+    assert exit_.value.code == 2 and "--precision" in capsys.readouterr().err.splitlines()[-1]

@@ -1,12 +1,16 @@
 """The benchmarks in their quick mode: they run to the end and print their tables (no speed is asserted)."""
 import os
+import pickle
 import re
+import statistics
 import subprocess
 import sys
 
 import pytest
+from hyperopt import STATUS_OK
 
 from conftest import ROOT, write_cifar100_archive
+from neural_net import PRUNE_MIN_TRIALS, prune_warmup
 
 
 def run(command, cwd, **env):
@@ -16,18 +20,6 @@ def run(command, cwd, **env):
 
 def table_rows(stdout, first_column):
     return [line.split() for line in stdout.splitlines() if line.split()[:1] == [first_column]]
-
-
-@pytest.mark.slow
-def test_throughput_quick_prints_one_row_per_way(tmp_path):
-    out = run([sys.executable, os.path.join(ROOT, "bench", "throughput.py"), "--quick"], tmp_path)
-    assert out.returncode == 0, out.stderr
-    assert "synthetic images" in out.stdout and "Device: CPU" in out.stdout
-    assert re.search(r"^way +precision +images/s +vs classic", out.stdout, re.M)
-    rows = table_rows(out.stdout, "classic") + table_rows(out.stdout, "project")
-    assert [r[:2] for r in rows][:2] == [["classic", "float32"], ["project", "float32"]]
-    assert all(float(r[2]) > 0 for r in rows) and rows[0][3] == "1.00x"
-    assert "Peak memory: host" in out.stdout
 
 
 @pytest.mark.slow
@@ -42,16 +34,36 @@ def test_search_efficiency_quick_runs_both_searches(tmp_path):
     assert int(median[4]) <= int(none[4])
     assert "fewer epochs" in out.stdout
     assert (tmp_path / "work" / "median.log").exists() and (tmp_path / "work" / "none" / "results.pkl").exists()
+    # The pruned search, trial by trial: pruned exactly when behind the median of the trials before it.
+    trials = pickle.loads((tmp_path / "work" / "median" / "results.pkl").read_bytes()).trials
+    warmup, epochs = prune_warmup(3), 3
+    for k, trial in enumerate(trials):
+        result = trial["result"]
+        if result["status"] != STATUS_OK:
+            continue
+        accuracy = result["history"]["val_fine_outputs_accuracy"]
+        earlier = [max(t["result"]["history"]["val_fine_outputs_accuracy"][:warmup]) for t in trials[:k]
+                   if t["result"]["status"] == STATUS_OK]
+        behind = len(earlier) >= PRUNE_MIN_TRIALS and max(accuracy[:warmup]) < statistics.median(earlier)
+        assert result["pruned"] == behind, k
+        assert result["epochs_run"] == (warmup if behind else epochs), k
 
 
 @pytest.mark.slow
-def test_gpu_check_quick_runs_on_a_cpu_under_jax(tmp_path):
+def test_gpu_check_quick_runs_throughput_and_training_on_a_cpu_under_jax(tmp_path):
     pytest.importorskip("jax")
     write_cifar100_archive(tmp_path / "ml_req", classes=range(10), train_per_class=60, test_per_class=2)
     out = run(["bash", os.path.join(ROOT, "bench", "gpu_check.sh"), "--quick"], tmp_path,
               KERAS_BACKEND="jax", DATA_DIR=str(tmp_path / "ml_req"), RESULTS_DIR=str(tmp_path / "results"))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "backend jax" in out.stdout and table_rows(out.stdout, "project")
+    assert "backend jax" in out.stdout
+    # bench/throughput.py --quick, run by the script: one row per way, on synthetic images (no archive there).
+    assert "synthetic images" in out.stdout
+    assert re.search(r"^way +precision +images/s +vs classic", out.stdout, re.M)
+    rows = table_rows(out.stdout, "classic") + table_rows(out.stdout, "project")
+    assert [r[:2] for r in rows][:2] == [["classic", "float32"], ["project", "float32"]]
+    assert all(float(r[2]) > 0 for r in rows) and rows[0][3] == "1.00x"
+    assert "Peak memory: host" in out.stdout
     assert re.search(r"^epoch 1: [\d.]+ s", out.stdout, re.M)
     assert re.search(r"^\d+ epochs in \d+ s \(float32\); best epoch \d+: val fine accuracy [\d.]+, test fine "
                      r"accuracy [\d.]+", out.stdout, re.M)

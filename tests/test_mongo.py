@@ -165,9 +165,10 @@ def test_driver_and_two_workers_run_four_trials(tmp_path, mongo_url, jobs, proce
 
 @pytest.mark.slow
 def test_lost_and_stopped_workers_trials_are_requeued_and_finished(tmp_path, mongo_url, jobs, processes):
-    write_cifar100_archive(tmp_path / "ml_req")
+    # Trials long enough (3 epochs on 900 images) to be signalled while they train, even on a busy machine.
+    write_cifar100_archive(tmp_path / "ml_req", train_per_class=10)
     first = worker(processes, "worker1", mongo_url)
-    search = driver(processes, "driver", mongo_url, "--max-evals", "2", "--epochs", "2",
+    search = driver(processes, "driver", mongo_url, "--max-evals", "2", "--epochs", "3", "--train-subset", "900",
                     "--stale-after", str(STALE_AFTER_S))
 
     def running_trial(other_than=None):  # its first heartbeat (training started) took its version past 0
@@ -191,7 +192,7 @@ def test_lost_and_stopped_workers_trials_are_requeued_and_finished(tmp_path, mon
     assert f"Trial {stopped['tid']}: its worker stopped (Stopped: 15): back in the queue (lost run 1)." in out
     docs, files = check_every_trial_done_once(jobs, tmp_path, 2)
     assert all(d["lost_runs"] == 1 for d in docs)
-    assert all(r["epochs_run"] == 2 for r in files.values())
+    assert all(r["epochs_run"] == 3 for r in files.values())
 
 
 @pytest.mark.slow

@@ -1,14 +1,11 @@
-"""The median stopping rule: unit checks on hand-made finished trials, and the real search end to end."""
-import pickle
-import statistics
-
+"""The median stopping rule: checks on hand-made finished trials. The real search prunes in
+tests/test_bench.py (bench/search_efficiency.py --quick), checked trial by trial there."""
 import pytest
 from hyperopt import JOB_STATE_DONE, JOB_STATE_RUNNING, STATUS_FAIL, STATUS_OK, Trials
 
 from conftest import write_cifar100_archive
 from neural_net import PRUNE_MIN_TRIALS, MedianStoppingRule, best_by_epoch, build_and_train, prune_warmup
 from test_neural_net import SMALL
-from test_search import run
 
 
 def add_trial(trials, accuracies, status=STATUS_OK, state=JOB_STATE_DONE):
@@ -44,16 +41,17 @@ def tiny_settings(tmp_path):
     return dict(epochs=4, data_dir=str(data_dir), results_dir=str(tmp_path / "results"), verbose=0)
 
 
-def train_against(finished, settings):
+def train_against(finished, settings, **space_changes):
     trials = Trials()
     for accuracies in finished:
         add_trial(trials, accuracies)
-    return build_and_train(dict(SMALL, batch_size=32.0), settings,
+    return build_and_train(dict(SMALL, batch_size=32.0, **space_changes), settings,
                            callbacks=[MedianStoppingRule(trials, settings["epochs"])])
 
 
 def test_a_trial_behind_five_finished_ones_is_pruned_after_its_warmup(tiny_settings):
-    result = train_against([[1.0] * 4] * PRUNE_MIN_TRIALS, tiny_settings)  # nothing can beat a median of 1.0
+    # A median of 1.0 can only be equalled, and a learning rate this small keeps the trial from it.
+    result = train_against([[1.0] * 4] * PRUNE_MIN_TRIALS, tiny_settings, lr_rate_mult=1e-6)
     assert result["status"] == STATUS_OK, result.get("error")
     assert result["pruned"] is True and result["pruned_at_epoch"] == 2 == result["epochs_run"]
     assert result["epochs_budget"] == 4
@@ -67,23 +65,3 @@ def test_no_pruning_without_evidence_against_the_trial(tiny_settings, finished):
     result = train_against(finished, tiny_settings)
     assert result["status"] == STATUS_OK, result.get("error")
     assert result["pruned"] is False and result["pruned_at_epoch"] is None and result["epochs_run"] == 4
-
-
-@pytest.mark.slow
-def test_search_prunes_exactly_the_trials_below_the_median_of_the_earlier_ones(tmp_path):
-    write_cifar100_archive(tmp_path / "ml_req", classes=range(20), train_per_class=20, test_per_class=2)
-    out = run(["--epochs", "3", "--max-evals", "8", "--prune", "median"], tmp_path)
-    assert out.returncode == 0, out.stderr
-    trials = pickle.loads((tmp_path / "results.pkl").read_bytes()).trials
-    warmup = prune_warmup(3)
-    for k, trial in enumerate(trials):
-        result = trial["result"]
-        if result["status"] != STATUS_OK:
-            continue
-        accuracy = result["history"]["val_fine_outputs_accuracy"]
-        earlier = [max(t["result"]["history"]["val_fine_outputs_accuracy"][:warmup]) for t in trials[:k]
-                   if t["result"]["status"] == STATUS_OK]
-        behind = len(earlier) >= PRUNE_MIN_TRIALS and max(accuracy[:warmup]) < statistics.median(earlier)
-        assert result["pruned"] == behind, k
-        assert result["epochs_run"] == (warmup if behind else 3), k
-    assert ("pruned at epoch 2" in out.stdout) == any(t["result"].get("pruned") for t in trials)

@@ -87,14 +87,24 @@ def test_truncated_archive_is_one_line(tmp_path):
     (["--train-subset", "0"], "--train-subset"), (["--dataset", "mnist"], "--dataset"),
     (["--validation", "train"], "--validation"), (["--seed", "x"], "--seed"), (["--epoch", "3"], "--epoch"),
 ])
-def test_bad_option_is_a_usage_error_naming_it(tmp_path, args, option):
-    out = run(args, tmp_path)
-    assert out.returncode == 2 and option in out.stderr.splitlines()[-1]
+def test_bad_option_is_a_usage_error_naming_it(args, option, capsys):
+    import hyperopt_optimize  # in-process: argparse's exit is what the command line gets (checked below)
+    with pytest.raises(SystemExit) as exit_:
+        hyperopt_optimize.parse_args(args)
+    assert exit_.value.code == 2 and option in capsys.readouterr().err.splitlines()[-1]
 
 
-def test_bad_env_value_is_a_usage_error(tmp_path):
-    out = run([], tmp_path, HKS_MAX_EVALS="many")
-    assert out.returncode == 2 and "--max-evals" in out.stderr
+def test_bad_env_value_is_a_usage_error(monkeypatch, capsys):
+    import hyperopt_optimize
+    monkeypatch.setenv("HKS_MAX_EVALS", "many")
+    with pytest.raises(SystemExit) as exit_:
+        hyperopt_optimize.parse_args([])
+    assert exit_.value.code == 2 and "--max-evals" in capsys.readouterr().err
+
+
+def test_bad_option_on_the_command_line_exits_with_status_2(tmp_path):
+    out = run(["--epochs", "0"], tmp_path)
+    assert out.returncode == 2 and "--epochs" in out.stderr.splitlines()[-1] and not (tmp_path / "results").exists()
 
 
 def test_search_goes_on_when_every_trial_fails(tmp_path, monkeypatch, capsys):
