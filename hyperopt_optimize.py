@@ -175,6 +175,17 @@ def draw_best_model(best, settings):
         print(f"warning: {path} not drawn ({type(e).__name__}: {e})".replace("\n", " "), file=sys.stderr)
 
 
+def show_best(trials, settings, drawn):
+    """Print the best so far and redraw model_best.png when it changed; return the model_name now drawn."""
+    best = best_result(trials)
+    if best is None:
+        return drawn
+    print(f"Best so far: {describe(best)}", flush=True)
+    if best["model_name"] != drawn:
+        draw_best_model(best, settings)
+    return best["model_name"]
+
+
 def minutes(seconds):
     return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
@@ -206,16 +217,11 @@ def run_search(args):
                      rstate=np.random.default_rng([args.seed, n]))  # a new stream per trial, also when resumed
             save_trials(trials, args.trials_file)
             saved = len(trials.trials)
-            best = best_result(trials)
             print(f"Trial {n} took {time.time() - start:.0f} s, {describe(trials.trials[-1]['result'])}")
             if args.max_evals and n < args.max_evals:
                 left = (time.time() - search_start) / (n - found) * (args.max_evals - n)
                 print(f"About {minutes(left)} left for {args.max_evals - n} more trials")
-            if best:
-                print(f"Best so far: {describe(best)}", flush=True)
-            if best and best["model_name"] != drawn:
-                draw_best_model(best, settings)
-                drawn = best["model_name"]
+            drawn = show_best(trials, settings, drawn)
     except KeyboardInterrupt:
         print(f"\nInterrupted. The {saved} finished trials are saved in "
               f"{args.trials_file}: run the same command again to resume.")
@@ -247,12 +253,7 @@ def run_mongo_search(args):
             if t["state"] == JOB_STATE_DONE and t["tid"] not in reported:
                 reported.add(t["tid"])
                 print(f"Trial {t['tid']} done ({len(reported)} in all): {describe(t['result'])}")
-                best = best_result(trials)
-                if best:
-                    print(f"Best so far: {describe(best)}", flush=True)
-                if best and best["model_name"] != drawn[0]:
-                    draw_best_model(best, settings)
-                    drawn[0] = best["model_name"]
+                drawn[0] = show_best(trials, settings, drawn[0])
         return False, []  # never stops the search
 
     try:
