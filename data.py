@@ -192,3 +192,11 @@ def load_split(dataset="cifar100", data_dir="ml_req", validation="split", train_
         train_idx = np.sort(train_idx)  # sorted gathers read memory in order
         train = (ds.x_train[train_idx], _targets(ds.y_train_fine, ds.y_train_coarse, train_idx))
     return Split(*train, *val, *test, ds.nb_fine, ds.nb_coarse)
+
+
+def load_split_or_exit(settings):
+    """load_split for the trial settings, once, before any training: a bad archive is one line and exit 1."""
+    try:
+        return load_split(settings["dataset"], settings["data_dir"], settings["validation"], settings["train_subset"])
+    except DataError as e:
+        raise SystemExit(f"error: {e}") from None

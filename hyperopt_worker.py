@@ -16,7 +16,6 @@ the queue.
 import argparse
 import logging
 import os
-import signal
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # before Keras loads TensorFlow: no start-up INFO lines
@@ -25,24 +24,10 @@ from hyperopt import mongoexp  # noqa: E402
 
 import mongo_compat  # noqa: E402
 import mongo_search  # noqa: E402
+from lost_workers import Stopped  # noqa: E402
 from data import DataError, load_dataset, load_split  # noqa: E402
 
 CHECKED = "HKS_WORKER_CHECKED"  # set once this worker has checked: its per-trial processes skip the checks
-
-
-class Stopped(BaseException):
-    """SIGTERM, SIGINT or SIGHUP: the worker stops, and its trial goes back to the queue.
-
-    hyperopt raises mongoexp.Shutdown from its handlers of these signals; that one is an Exception,
-    so the trial would record it as its failure. This one is not: hyperopt marks the job as errored
-    and the driver requeues it. Later signals are ignored (Ctrl-C reaches the worker and its trial's
-    process, and the worker then signals that process again) so that the job is released in peace.
-    """
-
-    def __init__(self, *args):
-        super().__init__(*args)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)
 
 
 def parse_args(argv=None):

@@ -7,7 +7,8 @@ hyperopt's own engine does the work: the driver queues the trials TPE proposes i
 workers (hyperopt-mongo-worker processes) reserve and train them. This module adds the pieces
 hyperopt lacks: a one-line error when MongoDB cannot be used, the experiment's settings stored
 next to its trials (so a resumed driver cannot change the budget and workers can check their
-data), and the requeueing of trials whose worker died, which hyperopt leaves RUNNING forever.
+data). The requeueing of trials whose worker died, which hyperopt leaves RUNNING forever, is in
+lost_workers.py.
 """
 import json
 import os
@@ -17,9 +18,6 @@ import time
 import urllib.parse
 
 import pymongo
-from hyperopt import STATUS_FAIL
-from hyperopt.base import JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW, JOB_STATE_RUNNING
-from hyperopt.utils import coarse_utcnow
 
 import mongo_compat
 
@@ -29,8 +27,6 @@ _URL = re.compile(r"mongo://(?:(?P<user>[^:@/]+):(?P<password>[^@/]*)@)?(?P<host
 CONNECT_TIMEOUT_S = 5  # a MongoDB that does not answer in 5 s is down or unreachable: say so, do not hang
 SETTINGS = "hks_settings"  # the experiment's trial settings, a JSON attachment of its trials in GridFS
 LOCAL_SETTINGS = ("data_dir", "results_dir", "verbose")  # folders on each worker: not part of the experiment
-STALE_AFTER_S = 600  # default: longer than any epoch (a trial's heartbeats come once an epoch)
-MAX_LOST_RUNS = 3  # a trial whose worker dies 3 times probably kills it (out of memory): marked failed
 
 
 def url_from_env(default_host=None):
@@ -105,62 +101,3 @@ def wait_for_settings(trials, exp_key, url, poll_s=5):
                 print(f"Waiting for the driver of experiment {exp_key!r} at {shown(url)} ...", flush=True)
                 said = True
             time.sleep(poll_s)
-
-
-class RequeueLostTrials:
-    """Put back in the queue the trials whose worker died or stopped; mark them failed after MAX_LOST_RUNS.
-
-    A running trial's job gets a new version at each heartbeat (neural_net.Heartbeat calls hyperopt's
-    ctrl.checkpoint once an epoch). A RUNNING job whose version has not changed for stale_after
-    seconds, timed on this machine (worker clocks may differ), lost its worker: killed, out of
-    memory, machine gone. A job in hyperopt's ERROR state lost it too: the worker was stopped
-    (SIGTERM, Ctrl-C) or could not start the trial (hks's trials report their own failures as
-    results). Each update applies only to the version seen, so a heartbeat arriving meanwhile
-    wins; and the old worker, had it been only slow (cut off by the network), can no longer write
-    to the job and stops training at its next heartbeat (see requeue).
-    """
-
-    def __init__(self, exp_key, stale_after, log=print):
-        self.exp_key, self.stale_after, self.log = exp_key, stale_after, log
-        self.unchanged_since = {}  # job _id -> (version, time.monotonic() when that version was first seen)
-
-    def __call__(self, trials):
-        """Check the experiment's jobs once; return how many were requeued or failed."""
-        now = time.monotonic()
-        jobs = trials.handle.jobs
-        query = {"exp_key": self.exp_key, "state": {"$in": [JOB_STATE_RUNNING, JOB_STATE_ERROR]}}
-        lost, seen = [], {}
-        for job in jobs.find(query, projection=["tid", "state", "owner", "version", "error", "lost_runs"]):
-            if job["state"] == JOB_STATE_ERROR:  # hyperopt stored ("<class 'module.Name'>", message)
-                error = re.sub(r"<class '(?:\w+\.)*(\w+)'>", r"\1", ": ".join(map(str, job.get("error") or ["?"])))
-                lost.append((job, f"its worker stopped ({error})"))
-                continue
-            version, since = self.unchanged_since.get(job["_id"], (None, now))
-            seen[job["_id"]] = (job["version"], since if version == job["version"] else now)
-            if now - seen[job["_id"]][1] >= self.stale_after:
-                owner = job.get("owner") or ["?"]
-                lost.append((job, f"no heartbeat from {owner[0]} for {self.stale_after:g} s"))
-        self.unchanged_since = seen
-        return sum(self.requeue(jobs, job, why) for job, why in lost)
-
-    def requeue(self, jobs, job, why):
-        lost_runs = job.get("lost_runs", 0) + 1
-        if lost_runs < MAX_LOST_RUNS:
-            change = {"state": JOB_STATE_NEW, "owner": None, "book_time": None, "refresh_time": None}
-            outcome = f"back in the queue (lost run {lost_runs})"
-        else:
-            change = {"state": JOB_STATE_DONE, "refresh_time": coarse_utcnow(),
-                      "result": {"status": STATUS_FAIL, "error": f"lost its worker {lost_runs} times, last: {why}",
-                                 "trial_id": job["tid"]}}
-            outcome = f"marked failed: lost its worker {lost_runs} times (out of memory?)"
-        # Two versions on. hyperopt writes a job only where its version is the one the worker holds, then
-        # checks for one version on: so the old worker's next heartbeat writes nothing and fails, after
-        # which it writes nothing more (neural_net.Heartbeat), and its one last try, marking the job as
-        # errored, is again one version short.
-        now_seen = {"_id": job["_id"], "state": job["state"], "version": job["version"]}
-        done = jobs.find_one_and_update(now_seen, {"$set": {**change, "version": job["version"] + 2,
-                                                            "lost_runs": lost_runs},
-                                                   "$unset": {"error": ""}})
-        if done:
-            self.log(f"Trial {job['tid']}: {why}: {outcome}.")
-        return int(done is not None)

@@ -17,62 +17,24 @@ import functools
 import importlib
 import json
 import os
-import statistics
 import time
 import traceback
 import uuid
 
 import keras
-import pymongo
-from hyperopt import JOB_STATE_DONE, STATUS_FAIL, STATUS_OK
-from hyperopt.mongoexp import MongoCtrl, OperationFailure
-from hyperopt.pyll import rec_eval
+from hyperopt import STATUS_FAIL, STATUS_OK
 
 from data import load_split
 from device import choose_precision
-from utils import save_json_result
+from settings import DEFAULT_SETTINGS
+from utils import atomic_file, save_json_result, warn
 
 STARTING_L2_REG = 0.0007  # times l2_weight_reg_mult, on every kernel
 STARTING_LR = 0.001  # times lr_rate_mult
 OPTIMIZERS = {"Adam": keras.optimizers.Adam, "Nadam": keras.optimizers.Nadam, "RMSprop": keras.optimizers.RMSprop}
 EVAL_BATCH_SIZE = 500  # validation and test batches: no gradients, so larger than training ones
-PRUNE_MIN_TRIALS = 5  # the median stopping rule needs this many finished trials at an epoch to judge it
-
-# How one trial runs; the driver overrides these from its options (and stores them with each result).
-DEFAULT_SETTINGS = dict(
-    epochs=100,
-    dataset="cifar100",
-    data_dir="ml_req",
-    train_subset=None,  # None: the whole training set
-    validation="split",  # "split": 5,000 held-out training images; "test": the test set (classic)
-    results_dir="results",
-    seed=0,
-    verbose=2,  # Keras fit verbosity: one line per epoch
-    tensorboard=False,  # per-epoch scalars to TensorBoard/<model_name>/; off: a search would make hundreds of runs
-    precision="auto",  # a Keras dtype policy, or auto (device.choose_precision)
-    prune="median",  # "median": the search stops trials that fall behind (MedianStoppingRule); or "none"
-)
 TENSORBOARD_DIR = "TensorBoard"
 NB_CLASSES = {"cifar100": (100, 20), "cifar10": (10, 0)}  # (fine, coarse) classes of each dataset
-
-# The best hyperspace of the classic Hyperopt-Keras-CNN-CIFAR-100 repo.
-CLASSIC_BEST_SPACE = {
-    "activation": "elu", "batch_size": 320.0, "coarse_labels_weight": 0.3067103474295116,
-    "conv_dropout_drop_proba": 0.25923531175521264, "conv_hiddn_units_mult": 1.5958302613876916,
-    "conv_kernel_size": 3.0, "conv_pool_res_start_idx": 0.0, "fc_dropout_drop_proba": 0.4322253354921089,
-    "fc_units_1_mult": 1.3083964454436132, "first_conv": 3, "l2_weight_reg_mult": 0.41206755600055983,
-    "lr_rate_mult": 0.6549347353077412, "nb_conv_pool_layers": 3, "one_more_fc": None, "optimizer": "Nadam",
-    "pooling_type": "avg", "res_conv_kernel_size": 2.0, "residual": 3.0, "use_BN": True,
-}
-
-# The classic demo hyperspace (model_demo.png): every optional block switched on.
-DEMO_SPACE = {
-    "activation": "elu", "batch_size": 300.0, "coarse_labels_weight": 0.2, "conv_dropout_drop_proba": 0.175,
-    "conv_hiddn_units_mult": 1.0, "conv_kernel_size": 3.0, "conv_pool_res_start_idx": 0.0,
-    "fc_dropout_drop_proba": 0.3, "fc_units_1_mult": 1.0, "first_conv": 4, "l2_weight_reg_mult": 1.0,
-    "lr_rate_mult": 1.0, "nb_conv_pool_layers": 3, "one_more_fc": 1.0, "optimizer": "Nadam",
-    "pooling_type": "inception", "res_conv_kernel_size": 3.0, "residual": 4.0, "use_BN": True,
-}
 
 
 def conv(x, filters, kernel_size, hype_space, strides=1, activation=None):
@@ -179,18 +141,24 @@ def build_model(hype_space, nb_fine=100, nb_coarse=20, input_dtype="uint8"):
 def draw_model(hype_space, path, dataset="cifar100"):
     """Draw the network of a hyperspace to a PNG with keras.utils.plot_model (needs pydot and graphviz)."""
     model = build_model(hype_space, *NB_CLASSES[dataset])
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".part.png"  # drawn aside, then renamed: a reader never sees half a picture
     try:
-        # 60 dpi: the demo network is about 100 layers tall; its picture stays under 1 MB and readable.
-        keras.utils.plot_model(model, to_file=tmp, show_shapes=True, show_layer_names=True,
-                               show_layer_activations=True, dpi=60)
-        os.replace(tmp, path)
+        with atomic_file(path) as tmp:  # a reader never sees half a picture
+            # 60 dpi: the demo network is about 100 layers tall; its picture stays under 1 MB and readable.
+            keras.utils.plot_model(model, to_file=tmp, show_shapes=True, show_layer_names=True,
+                                   show_layer_activations=True, dpi=60)
     finally:
         keras.backend.clear_session()
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
+
+
+def try_draw_model(hype_space, path, dataset="cifar100"):
+    """draw_model, where a failure (no graphviz, say) is one warning and False: a picture never stops a run."""
+    try:
+        draw_model(hype_space, path, dataset)
+        return True
+    except Exception as e:  # noqa: BLE001 -- say which picture and why, and go on
+        warn(f"{path} not drawn ({type(e).__name__}: {e})")
+        return False
 
 
 class KeepBestWeights(keras.callbacks.Callback):
@@ -204,89 +172,6 @@ class KeepBestWeights(keras.callbacks.Callback):
         accuracy = logs["val_fine_outputs_accuracy"]
         if accuracy > self.best_accuracy:
             self.best_accuracy, self.best_epoch, self.best_weights = accuracy, epoch, self.model.get_weights()
-
-
-class TrialLost(BaseException):
-    """The driver gave this trial to another worker (this one was silent too long): stop, record nothing.
-
-    A BaseException, so that build_and_train does not record it as the trial's failure: the trial
-    is not over, another worker runs it.
-    """
-
-
-class Heartbeat(keras.callbacks.Callback):
-    """On a MongoDB worker: tell the driver this trial is alive, as training starts and after each epoch.
-
-    hyperopt's ctrl.checkpoint() stamps the job's refresh_time and gives it a new version; the
-    driver requeues trials that stay silent (mongo_search.RequeueLostTrials). It fails once the
-    driver has requeued the job (this worker was silent too long), and then the trial stops here.
-    """
-
-    def __init__(self, ctrl):
-        super().__init__()
-        self.ctrl = ctrl
-
-    def beat(self):
-        try:
-            self.ctrl.checkpoint()
-        except OperationFailure as e:  # no job at the version this worker holds: the driver requeued it
-            self.ctrl.read_only = True  # hyperopt then writes nothing more to the job for this worker
-            raise TrialLost(f"trial {self.ctrl.current_trial['tid']} was requeued by the driver: {e}") from None
-        except pymongo.errors.ConnectionFailure as e:  # MongoDB unreachable for now: train on, beat next epoch
-            print(f"Heartbeat not sent ({type(e).__name__}), will try again after the next epoch", flush=True)
-
-    def on_train_begin(self, logs=None):
-        self.beat()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.beat()
-
-
-def prune_warmup(epochs_budget):
-    """Epochs a trial always runs: learning curves cross early (slow starters: small learning rates,
-    large batches), so a tenth of the budget, and at least 2."""
-    return max(2, epochs_budget // 10)
-
-
-def best_by_epoch(trials, epoch):
-    """Best validation fine accuracy within their first `epoch` epochs, of the finished trials that ran that far."""
-    trials.refresh()  # MongoTrials: read what the other workers finished; local Trials: cheap
-    reached = []
-    for trial in trials.trials:
-        accuracy = trial["result"].get("history", {}).get("val_fine_outputs_accuracy", [])
-        if trial["state"] == JOB_STATE_DONE and trial["result"].get("status") == STATUS_OK and len(accuracy) >= epoch:
-            reached.append(max(accuracy[:epoch]))
-    return reached
-
-
-class MedianStoppingRule(keras.callbacks.Callback):
-    """Stop a trial whose best validation fine accuracy so far is below the median of what the finished
-    trials had reached by the same epoch (the median stopping rule of Google Vizier, Golovin et al. 2017).
-
-    `trials` is hyperopt's ctrl.trials, so a MongoDB worker judges against what every worker finished.
-    Pruned trials count too, for the epochs they ran. The trial keeps its honest (low) loss for TPE.
-    """
-
-    def __init__(self, trials, epochs_budget):
-        super().__init__()
-        self.trials, self.epochs_budget = trials, epochs_budget
-        self.best, self.pruned_at_epoch = -1.0, None
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.best = max(self.best, logs["val_fine_outputs_accuracy"])
-        done = epoch + 1
-        if done < prune_warmup(self.epochs_budget) or done >= self.epochs_budget:
-            return  # still warming up, or the last epoch, where stopping saves nothing
-        try:
-            reached = best_by_epoch(self.trials, done)
-        except Exception as e:  # noqa: BLE001 -- an unreachable database must not fail the trial: train on
-            print(f"Pruning skipped at epoch {done}: cannot read the finished trials ({type(e).__name__}: {e})")
-            return
-        if len(reached) >= PRUNE_MIN_TRIALS and self.best < statistics.median(reached):
-            print(f"Pruned at epoch {done}: best validation fine accuracy {self.best:.4f} is below the median "
-                  f"{statistics.median(reached):.4f} of {len(reached)} finished trials at that epoch", flush=True)
-            self.pruned_at_epoch = done
-            self.model.stop_training = True
 
 
 def _summarize(history, prefix):
@@ -322,7 +207,7 @@ def train(hype_space, settings, callbacks=()):
     history = {k: [float(v) for v in values] for k, values in fit.history.items()}
     if any(v != v for v in history["loss"]):  # NaN != NaN
         raise FloatingPointError(f"loss became NaN at epoch {len(history['loss'])}")
-    pruned_at = next((c.pruned_at_epoch for c in callbacks if isinstance(c, MedianStoppingRule)), None)
+    pruned_at = next((c.pruned_at_epoch for c in callbacks if getattr(c, "pruned_at_epoch", None)), None)
     model.set_weights(best.best_weights)
     if settings["validation"] == "test":  # the selected weights were scored on the test set already
         test = {k: history[f"val_{k}"][best.best_epoch] for k in ("fine_outputs_accuracy", "coarse_outputs_accuracy")
@@ -419,24 +304,3 @@ def build_and_train(hype_space, settings=None, callbacks=(), trial_id=None, save
         os.replace(log_dir, result["tensorboard_dir"])
     save_json_result(result["model_name"], result, settings["results_dir"])
     return result
-
-
-def _objective(expr, memo, ctrl, settings):
-    """What hyperopt calls for each trial. It passes the trial's ctrl: its id, and its view of the other trials."""
-    hype_space = rec_eval(expr, memo=memo)
-    callbacks = []
-    if settings.get("prune", "none") == "median":
-        callbacks.append(MedianStoppingRule(ctrl.trials, settings["epochs"]))
-    if isinstance(ctrl, MongoCtrl):  # a MongoDB worker: heartbeats let the driver requeue trials of dead workers
-        callbacks.append(Heartbeat(ctrl))
-    return build_and_train(hype_space, settings, callbacks=callbacks, trial_id=ctrl.current_trial["tid"])
-
-
-def make_objective(settings):
-    """The objective for fmin, bound to the experiment's settings.
-
-    It lives in this importable module (not in __main__), so hyperopt can pickle it by reference.
-    """
-    objective = functools.partial(_objective, settings=settings)
-    objective.fmin_pass_expr_memo_ctrl = True  # hyperopt then calls it with (expr, memo, ctrl)
-    return objective

@@ -260,15 +260,15 @@ def write_figures(rows, folder):
 
 def draw_models(best, folder):
     """model_demo.png and model_best.png, with Keras (imported here only). Returns False if one was not drawn."""
-    from neural_net import DEMO_SPACE, draw_model
+    from neural_net import try_draw_model
+    from search_space import DEMO_SPACE
     drawn = True
     for name, space, dataset in (("model_demo.png", DEMO_SPACE, "cifar100"), ("model_best.png", best["space"],
                                                                             best["dataset"])):
         path = os.path.join(folder, name)
-        try:
-            print(f"Drew {draw_model(space, path, dataset)}")
-        except Exception as e:  # noqa: BLE001 -- say which picture and why, draw the others
-            print(f"warning: {path} not drawn ({type(e).__name__}: {e})".replace("\n", " "), file=sys.stderr)
+        if try_draw_model(space, path, dataset):
+            print(f"Drew {path}")
+        else:
             drawn = False
     return drawn
 

@@ -13,28 +13,38 @@ import argparse
 import json
 import sys
 
-from hyperopt_optimize import add_training_options, load_data_or_exit, settings_from
-from neural_net import CLASSIC_BEST_SPACE, DEMO_SPACE, build_and_train
-from utils import load_best_hyperspace, print_json
-
-NAMED_SPACES = {"classic_best": CLASSIC_BEST_SPACE, "demo": DEMO_SPACE}
+from data import load_split_or_exit
+from neural_net import build_and_train
+from search_space import NAMED_SPACES, HyperspaceError, check_hyperspace
+from settings import add_training_options, settings_from
+from utils import describe, load_best_result, print_json, warn
 
 
 def resolve_space(name, results_dir):
+    """The hyperspace that --space names, checked against the search space; one line and exit if unusable."""
     if name in NAMED_SPACES:
         return NAMED_SPACES[name]
     if name == "best":
-        space = load_best_hyperspace(results_dir)
-        if space is None:
+        best = load_best_result(results_dir)
+        if best is None:
             sys.exit(f"error: no result in {results_dir}/ yet: run hyperopt_optimize.py first, "
                      f"or pass --space classic_best or a JSON file")
-        return space
+        print(f"Best result in {results_dir}/: {describe(best)}")
+        loaded, name = best, f"the best result in {results_dir}/"
+    else:
+        try:
+            with open(name) as f:
+                loaded = json.load(f)
+        except (OSError, ValueError) as e:
+            sys.exit(f"error: cannot read hyperspace {name!r} ({e}): pass best, classic_best, demo or a JSON file")
+    if isinstance(loaded, dict) and "space" in loaded:  # a result file, of this repo or of the classic one
+        loaded = loaded["space"]
     try:
-        with open(name) as f:
-            loaded = json.load(f)
-    except (OSError, ValueError) as e:
-        sys.exit(f"error: cannot read hyperspace {name!r} ({e}): pass best, classic_best, demo or a JSON file")
-    return loaded.get("space", loaded)  # a result file holds the hyperspace under "space"
+        for line in check_hyperspace(loaded):
+            warn(f"{name}: {line}: training it anyway")
+    except HyperspaceError as e:
+        sys.exit(f"error: {name}: {e}")
+    return loaded
 
 
 def main(argv=None):
@@ -47,7 +57,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     settings = settings_from(args)
     hype_space = resolve_space(args.space, args.results_dir)
-    load_data_or_exit(settings)
+    load_split_or_exit(settings)
     result = build_and_train(hype_space, settings, save_model=True)
     summary = {k: v for k, v in result.items() if k not in ("history", "traceback")}
     print_json(summary)

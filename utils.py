@@ -1,4 +1,6 @@
-"""Result files: one JSON per trained model in results/ (names sort by accuracy), and the pickled trials."""
+"""Result files: one JSON per trained model in results/ (names sort by accuracy), the pickled trials,
+and the small helpers every script shares (atomic writes, durations, warnings, one line per result)."""
+import contextlib
 import glob
 import json
 import os
@@ -6,7 +8,7 @@ import pickle
 import sys
 import tempfile
 
-from hyperopt import Trials
+from hyperopt import STATUS_OK, Trials
 
 RESULTS_DIR = "results"
 
@@ -15,21 +17,64 @@ def print_json(result):
     print(json.dumps(result, indent=4, sort_keys=True, default=str))
 
 
-def atomic_write(path, write, mode="w"):
-    """Write a file through a temporary sibling and a rename: a crash never leaves half a file."""
+@contextlib.contextmanager
+def atomic_file(path):
+    """Yield a temporary path beside `path` (same extension) to write; renamed to `path` if the block succeeds,
+    removed if it fails: a crash never leaves half a file, and a reader sees the old file or the new one."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=os.path.basename(path))
+    os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private (0600); results are for everyone who shares the folder
     try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
-        os.remove(tmp)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
         raise
+
+
+def atomic_write(path, write, mode="w"):
+    """Write a file through write(f) on a temporary sibling, then a rename (atomic_file)."""
+    with atomic_file(path) as tmp, open(tmp, mode) as f:
+        write(f)
+
+
+def warn(message):
+    """One line on stderr: something was not done, and the run goes on."""
+    print(f"warning: {message}".replace("\n", " "), file=sys.stderr, flush=True)
+
+
+def duration(seconds):
+    """12 s, 25 min, 3.5 h; - when unknown."""
+    if seconds is None:
+        return "-"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def _accuracy(value):
+    return f"{value:.4f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "not recorded"
+
+
+def describe(result):
+    """One line for a result, of this repo or of the classic one (no test accuracy, no epochs)."""
+    if result.get("status") != STATUS_OK:
+        return f"failed: {result.get('error', 'no reason recorded')}"
+    pruned = f" (pruned at epoch {result.get('pruned_at_epoch')})" if result.get("pruned") else ""
+    return (f"{result.get('model_name', 'unnamed model')}: val fine accuracy {_accuracy(result.get('fine_best_accuracy'))}, "
+            f"test fine accuracy: {_accuracy(result.get('fine_test_accuracy'))}{pruned}")
+
+
+def best_result(trials):
+    """The finished result with the lowest loss (the best validation fine accuracy), or None."""
+    ok = [t["result"] for t in trials.trials if t["result"].get("status") == STATUS_OK
+          and isinstance(t["result"].get("loss"), (int, float))]
+    return min(ok, key=lambda r: r["loss"]) if ok else None
 
 
 def save_json_result(model_name, result, results_dir=RESULTS_DIR):

@@ -20,6 +20,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import report  # noqa: E402
+import search_space  # noqa: E402
+from hyperopt.pyll import stochastic  # noqa: E402
 
 HEADS = ("fine", "coarse")
 
@@ -31,20 +33,8 @@ def classic_result(rng, name, epochs=100):
                for m in ("acc", "loss")}
     history.update(loss=curve(), val_loss=curve())
     accuracy = max(history["val_fine_outputs_acc"])
-    space = {"activation": str(rng.choice(["relu", "elu"])), "batch_size": float(rng.integers(20, 140) * 5),
-             "coarse_labels_weight": rng.uniform(0.1, 0.7), "conv_dropout_drop_proba": rng.uniform(0, 0.35),
-             "conv_hiddn_units_mult": float(np.exp(rng.uniform(-0.6, 0.6))),
-             "conv_kernel_size": float(rng.integers(2, 5)),
-             "conv_pool_res_start_idx": float(rng.integers(0, 3)), "fc_dropout_drop_proba": rng.uniform(0, 0.6),
-             "fc_units_1_mult": float(np.exp(rng.uniform(-0.6, 0.6))), "first_conv": [None, 3, 4][rng.integers(3)],
-             "l2_weight_reg_mult": float(np.exp(rng.uniform(-1.3, 1.3))),
-             "lr_rate_mult": float(np.exp(rng.uniform(-0.5, 0.5))), "nb_conv_pool_layers": int(rng.integers(2, 4)),
-             "one_more_fc": None if rng.random() < 0.5 else float(np.exp(rng.uniform(-0.6, 0.6))),
-             "optimizer": str(rng.choice(["Adam", "Nadam", "RMSprop"])),
-             "pooling_type": str(rng.choice(["max", "avg", "all_conv", "inception"])),
-             "res_conv_kernel_size": float(rng.integers(2, 5)),
-             "residual": None if rng.random() < 0.5 else float(rng.integers(1, 5)), "use_BN": bool(rng.random() < 0.5)}
-    result = {"loss": -accuracy, "real_loss": min(history["val_loss"]), "history": history, "space": space,
+    space = stochastic.sample(search_space.space, rng)  # a point TPE could have drawn
+    result = {"loss": -accuracy, "real_loss": history["val_loss"][-1], "history": history, "space": space,
               "model_name": name, "status": "ok"}
     for head in HEADS:
         acc, loss = history[f"val_{head}_outputs_acc"], history[f"val_{head}_outputs_loss"]

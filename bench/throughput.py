@@ -27,7 +27,8 @@ import numpy as np  # noqa: E402
 
 import device  # noqa: E402
 from data import DataError, load_dataset  # noqa: E402
-from neural_net import CLASSIC_BEST_SPACE, OPTIMIZERS, STARTING_LR, build_model  # noqa: E402
+from neural_net import OPTIMIZERS, STARTING_LR, build_model  # noqa: E402
+from search_space import CLASSIC_BEST_SPACE  # noqa: E402
 
 
 class BatchClock(keras.callbacks.Callback):

@@ -15,7 +15,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import keras  # noqa: E402
 
 from data import DataError, load_split  # noqa: E402
-from neural_net import CLASSIC_BEST_SPACE, DEFAULT_SETTINGS, build_and_train  # noqa: E402
+from neural_net import build_and_train  # noqa: E402
+from search_space import CLASSIC_BEST_SPACE  # noqa: E402
+from settings import DEFAULT_SETTINGS  # noqa: E402
 
 
 class StopBeforeDeadline(keras.callbacks.Callback):

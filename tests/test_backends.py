@@ -40,7 +40,7 @@ def test_jax_builds_every_architecture_and_trains_without_tensorflow(tmp_path):
     (tmp_path / "check_models.py").write_text(
         "import numpy as np, keras\n"
         "from test_neural_net import CASES, SMALL\n"
-        "from neural_net import CLASSIC_BEST_SPACE, build_model\n"
+        "from neural_net import build_model\nfrom search_space import CLASSIC_BEST_SPACE\n"
         "images = np.zeros((2, 32, 32, 3), np.uint8)\n"
         "for case in CASES:\n"
         "    out = build_model(dict(SMALL, **case))(images)\n"

@@ -10,7 +10,7 @@ import pytest
 from hyperopt import STATUS_OK
 
 from conftest import ROOT, write_cifar100_archive
-from neural_net import PRUNE_MIN_TRIALS, prune_warmup
+from pruning import PRUNE_MIN_TRIALS, prune_warmup
 
 
 def run(command, cwd, **env):

@@ -61,7 +61,7 @@ def test_env_example_has_every_variable():
     """What the compose file interpolates and what the driver and the workers read from the environment."""
     with open(COMPOSE) as f:
         used = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", f.read()))
-    for script in ("hyperopt_optimize.py", "hyperopt_worker.py", "mongo_search.py"):
+    for script in ("hyperopt_optimize.py", "hyperopt_worker.py", "mongo_search.py", "settings.py"):
         with open(os.path.join(ROOT, script)) as f:
             used |= set(re.findall(r"[\"']((?:HKS|MONGO_DB|EXPERIMENT)_[A-Z0-9_]+)[\"']", f.read()))
     used -= {"MONGO_DB_HOST", "MONGO_DB_PORT",  # set by docker-compose.yml itself: the hks_mongo_db service

@@ -20,6 +20,7 @@ import pytest
 from hyperopt.base import JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW, JOB_STATE_RUNNING
 
 import mongo_compat
+import lost_workers
 import mongo_search
 from conftest import ROOT, write_cifar100_archive
 from mongo_standin import MongoStandin
@@ -241,7 +242,8 @@ def test_malformed_url_is_one_line(tmp_path, url):
 
 
 def test_a_resumed_experiment_keeps_its_settings(tmp_path, mongo_url):
-    from hyperopt_optimize import parse_args, settings_from
+    from hyperopt_optimize import parse_args
+    from settings import settings_from
 
     trials = mongo_search.connect_or_exit(mongo_url, EXP)
     started = settings_from(parse_args(["--epochs", "100", "--data-dir", "elsewhere"]))  # folders may differ
@@ -270,7 +272,7 @@ def test_worker_without_the_dataset_takes_no_trial(tmp_path, mongo_url, jobs, pr
 def test_requeue_lost_trials_only_when_silent(mongo_url, jobs):
     """The driver's side of dead-worker recovery, step by step, and a requeued trial's old worker shut out."""
     from hyperopt.mongoexp import MongoCtrl
-    from neural_net import Heartbeat, TrialLost
+    from lost_workers import Heartbeat, TrialLost
 
     trials = mongo_search.connect_or_exit(mongo_url, EXP)
     jobs.insert_many([{"exp_key": EXP, "tid": 1, "state": JOB_STATE_NEW, "owner": None, "version": 0},
@@ -279,7 +281,7 @@ def test_requeue_lost_trials_only_when_silent(mongo_url, jobs):
     job = trials.handle.reserve(["w:1"], exp_key=EXP)
     assert job["tid"] == 1
     logged = []
-    requeue = mongo_search.RequeueLostTrials(EXP, stale_after=0.5, log=logged.append)
+    requeue = lost_workers.RequeueLostTrials(EXP, stale_after=0.5, log=logged.append)
 
     assert requeue(trials) == 1  # the errored job at once; the running one is only seen for now
     assert logged == ["Trial 2: its worker stopped (Stopped: 15): back in the queue (lost run 1)."]
@@ -368,7 +370,7 @@ def test_pruning_on_a_worker_reads_what_every_worker_finished(mongo_url, jobs):
     workers finished (after a refresh), and only the finished, successful ones."""
     from hyperopt.mongoexp import MongoTrials
 
-    from neural_net import best_by_epoch
+    from pruning import best_by_epoch
 
     mongo_compat.install()
     finished = [[0.1, 0.3], [0.2, 0.5], [0.4]]

@@ -6,8 +6,8 @@ from hyperopt import STATUS_FAIL, STATUS_OK
 from hyperopt.pyll import stochastic
 
 from conftest import write_cifar100_archive
-from hyperopt_optimize import space
-from neural_net import CLASSIC_BEST_SPACE, DEMO_SPACE, build_and_train, build_model
+from neural_net import build_and_train, build_model
+from search_space import CLASSIC_BEST_SPACE, DEMO_SPACE, space
 
 SMALL = dict(CLASSIC_BEST_SPACE, conv_hiddn_units_mult=0.3, fc_units_1_mult=0.2, residual=None, first_conv=None,
              nb_conv_pool_layers=2, pooling_type="max", batch_size=64.0)

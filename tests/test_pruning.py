@@ -4,7 +4,8 @@ import pytest
 from hyperopt import JOB_STATE_DONE, JOB_STATE_RUNNING, STATUS_FAIL, STATUS_OK, Trials
 
 from conftest import write_cifar100_archive
-from neural_net import PRUNE_MIN_TRIALS, MedianStoppingRule, best_by_epoch, build_and_train, prune_warmup
+from neural_net import build_and_train
+from pruning import PRUNE_MIN_TRIALS, MedianStoppingRule, best_by_epoch, prune_warmup
 from test_neural_net import SMALL
 
 

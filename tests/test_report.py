@@ -15,7 +15,7 @@ from hyperopt.pyll import stochastic
 from PIL import Image
 
 from conftest import ROOT, write_cifar100_archive
-from hyperopt_optimize import space
+from search_space import space
 
 FIGURES = ["hyperparameters_scatter_matrix.png", "accuracy_vs_hyperparameters.png", "search_history.png"]
 SMALL = {"activation": "elu", "batch_size": 32.0, "coarse_labels_weight": 0.3, "conv_dropout_drop_proba": 0.1,
@@ -150,13 +150,13 @@ def test_report_speed_benchmark_runs(tmp_path):
 def test_a_failure_to_draw_model_best_is_one_warning(tmp_path, monkeypatch, capsys):
     import keras
 
-    import hyperopt_optimize
+    import neural_net
 
     def no_graphviz(*args, **kwargs):
         raise ImportError("You must install graphviz (see instructions at https://graphviz.gitlab.io/download/) "
                           "for `plot_model` to work.")
     monkeypatch.setattr(keras.utils, "plot_model", no_graphviz)
-    hyperopt_optimize.draw_best_model({"space": SMALL}, {"results_dir": str(tmp_path), "dataset": "cifar100"})
+    assert not neural_net.try_draw_model(SMALL, str(tmp_path / "model_best.png"), "cifar100")
     err = capsys.readouterr().err
     assert err.startswith("warning: ") and "install graphviz" in err and len(err.strip().splitlines()) == 1
     assert not list(tmp_path.iterdir())  # no half-drawn picture left behind

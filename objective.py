@@ -1,0 +1,31 @@
+"""What hyperopt calls for each trial: one training run (neural_net.build_and_train), with the search's
+stopping rule (pruning.py) and, on a MongoDB worker, the heartbeat that lets the driver requeue the
+trials of dead workers (lost_workers.py).
+
+It lives in this importable module (not in the driver's __main__), so that hyperopt can pickle the
+objective by reference for its MongoDB workers.
+"""
+import functools
+
+from hyperopt.mongoexp import MongoCtrl
+from hyperopt.pyll import rec_eval
+
+from lost_workers import Heartbeat
+from neural_net import build_and_train
+from pruning import stopping_rules
+
+
+def _objective(expr, memo, ctrl, settings):
+    """hyperopt passes the trial's ctrl: its id, and its view of the other trials (all workers' on MongoDB)."""
+    hype_space = rec_eval(expr, memo=memo)
+    callbacks = stopping_rules(settings, ctrl.trials)
+    if isinstance(ctrl, MongoCtrl):
+        callbacks.append(Heartbeat(ctrl))
+    return build_and_train(hype_space, settings, callbacks=callbacks, trial_id=ctrl.current_trial["tid"])
+
+
+def make_objective(settings):
+    """The objective for fmin, bound to the experiment's settings."""
+    objective = functools.partial(_objective, settings=settings)
+    objective.fmin_pass_expr_memo_ctrl = True  # hyperopt then calls it with (expr, memo, ctrl)
+    return objective

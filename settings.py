@@ -1,0 +1,85 @@
+"""How a trial runs (epochs, dataset, validation, ...): the settings, their defaults and their command-line options.
+
+Defined once here, used by the search (hyperopt_optimize.py), its MongoDB workers (the driver stores
+the settings with the experiment), train.py and the benchmarks. Each option has an env twin where
+a Makefile target or a container sets it.
+"""
+import argparse
+import os
+
+from data import ARCHIVES
+from device import PRECISIONS
+
+DEFAULT_SETTINGS = dict(
+    epochs=100,
+    dataset="cifar100",
+    data_dir="ml_req",
+    train_subset=None,  # None: the whole training set
+    validation="split",  # "split": 5,000 held-out training images; "test": the test set (classic)
+    results_dir="results",
+    seed=0,
+    verbose=2,  # Keras fit verbosity: one line per epoch
+    tensorboard=False,  # per-epoch scalars to TensorBoard/<model_name>/; off: a search would make hundreds of runs
+    precision="auto",  # a Keras dtype policy, or auto (device.choose_precision)
+    prune="median",  # the stopping rule of the search (pruning.py), or "none"
+)
+PRUNE_RULES = ["median", "none"]
+
+
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise ValueError
+    return value
+
+
+positive_int.__name__ = "positive integer"  # argparse names the type in its error message
+
+
+def positive_float(text):
+    value = float(text)
+    if not value > 0:
+        raise ValueError
+    return value
+
+
+positive_float.__name__ = "positive number"
+
+
+def add_training_options(p):
+    """The options of one training run, shared by the search and by train.py."""
+    env = os.environ.get
+    p.add_argument("--epochs", type=positive_int, default=env("HKS_EPOCHS", DEFAULT_SETTINGS["epochs"]),
+                   help="epochs per trial (env HKS_EPOCHS; default %(default)s)")
+    p.add_argument("--dataset", choices=sorted(ARCHIVES), default=DEFAULT_SETTINGS["dataset"],
+                   help="cifar100 (fine + coarse heads) or cifar10 (fine head only; default %(default)s)")
+    p.add_argument("--data-dir", default=env("HKS_DATA_DIR", DEFAULT_SETTINGS["data_dir"]),
+                   help="folder holding the dataset archive (env HKS_DATA_DIR; default %(default)s)")
+    p.add_argument("--train-subset", type=positive_int, default=env("HKS_TRAIN_SUBSET"),
+                   help="train on this many training images only, for quick runs (env HKS_TRAIN_SUBSET)")
+    p.add_argument("--validation", choices=["split", "test"], default=DEFAULT_SETTINGS["validation"],
+                   help="select models on 5,000 held-out training images (split, default) or on the "
+                        "test set as the classic repo did (test)")
+    p.add_argument("--results-dir", default=DEFAULT_SETTINGS["results_dir"],
+                   help="folder for the per-model JSON files (default %(default)s)")
+    p.add_argument("--seed", type=int, default=DEFAULT_SETTINGS["seed"],
+                   help="seed of TPE and of weight initialization (default %(default)s)")
+    p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=DEFAULT_SETTINGS["tensorboard"],
+                   help="log each model's epochs to TensorBoard/<model name>/ (make tensorboard shows them; "
+                        "default: %(default)s)")
+    p.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_SETTINGS["precision"],
+                   help="float32, or mixed precision (float32 weights, float16 or bfloat16 math); auto: mixed "
+                        "on GPUs and TPUs that compute it natively, float32 on CPUs (default %(default)s)")
+
+
+def add_pruning_options(p):
+    """The stopping rule of the search (only the search prunes: train.py trains its one model to the end)."""
+    p.add_argument("--prune", choices=PRUNE_RULES, default=DEFAULT_SETTINGS["prune"],
+                   help="median: stop a trial after its warm-up once its best validation accuracy is below the "
+                        "median of the finished trials' at the same epoch (default); none: train every trial "
+                        "for --epochs")
+
+
+def settings_from(args):
+    """The trial settings that parsed options ask for; DEFAULT_SETTINGS for those the command has no option for."""
+    return {**DEFAULT_SETTINGS, **{k: getattr(args, k) for k in DEFAULT_SETTINGS if hasattr(args, k)}}
