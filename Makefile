@@ -5,8 +5,11 @@ export PYTHONUNBUFFERED := 1
 
 .PHONY: install_req run_hyperopt run_hyperopt_worker demo train_best report tensorboard test bench
 
-install_req:  ## Python packages (and graphviz, for the model pictures, where apt-get is available)
-	command -v dot >/dev/null || (command -v apt-get >/dev/null && apt-get install -y graphviz) || true
+install_req:  ## Python packages, and graphviz for the model pictures (apt-get on Debian/Ubuntu; elsewhere say how)
+	@command -v dot >/dev/null || { \
+	  if command -v apt-get >/dev/null; then \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get update -q && $$SUDO apt-get install -y -q graphviz; \
+	  else echo "graphviz not installed: install it (e.g. brew install graphviz) for model_*.png; the search runs without it"; fi; }
 	$(PYTHON) -m pip install -r requirements.txt
 
 run_hyperopt:  ## the search, until Ctrl-C; run it again to resume (options: HKS_EPOCHS, HKS_MAX_EVALS, ...)

@@ -1,5 +1,6 @@
 """Tiny CIFAR archives written in the official on-disk format, for quick tests on 2 CPU cores."""
 import io
+import json
 import os
 import pickle
 import sys
@@ -78,3 +79,41 @@ def fresh_data_cache():
 def tiny_cifar100(tmp_path):
     write_cifar100_archive(tmp_path / "ml_req")
     return tmp_path / "ml_req"
+
+
+def classic_result(accuracy, hype_space, epochs, model_name=None):
+    """A result as the classic repo wrote it: its keys only, Keras 2 history names, no test accuracy, no time."""
+    curve = list(np.linspace(0.01, accuracy, epochs))
+    return {"coarse_best_accuracy": accuracy + 0.1, "coarse_best_loss": 1.0, "coarse_end_accuracy": accuracy + 0.09,
+            "coarse_end_loss": 1.1, "fine_best_accuracy": accuracy, "fine_best_loss": 1.5,
+            "fine_end_accuracy": accuracy - 0.01, "fine_end_loss": 1.6, "loss": -accuracy, "real_loss": 2.5,
+            "history": {"val_fine_outputs_acc": curve, "fine_outputs_acc": curve, "loss": curve},
+            "space": hype_space, "status": "ok",
+            **({"model_name": model_name} if model_name else {})}
+
+
+def write_classic_search(folder, n_trials, seed=0):
+    """What a user of the classic repo has: results/ with its result files (long-float names) and the results.pkl
+    of those trials (hyperopt Trials whose results carry the classic keys only). Returns the best model_name."""
+    from hyperopt import Trials, fmin, tpe
+
+    from search_space import space
+
+    rng = np.random.default_rng(seed)
+    results = os.path.join(folder, "results")
+    os.makedirs(results, exist_ok=True)
+
+    def classic_objective(hype_space):
+        accuracy = float(rng.uniform(0.05, 0.68))
+        name = f"model_{accuracy:.12g}_{rng.integers(16 ** 5):05x}"  # the classic names: long float, 5 hex digits
+        result = classic_result(accuracy, hype_space, 100, name)
+        with open(os.path.join(results, name + ".txt.json"), "w") as f:
+            json.dump(result, f)
+        return result
+
+    trials = Trials()
+    fmin(classic_objective, space, algo=tpe.suggest, max_evals=n_trials, trials=trials, show_progressbar=False,
+         rstate=np.random.default_rng(seed))
+    with open(os.path.join(folder, "results.pkl"), "wb") as f:
+        pickle.dump(trials, f)
+    return min((t["result"] for t in trials.trials), key=lambda r: r["loss"])["model_name"]
