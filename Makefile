@@ -3,7 +3,7 @@ PYTHON ?= python3
 TENSORBOARD_PORT ?= 6006
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install_req run_hyperopt run_hyperopt_worker demo train_best report tensorboard test bench
+.PHONY: install_req run_hyperopt run_hyperopt_worker demo train_best report tensorboard test test-fast lint bench
 
 install_req:  ## Python packages, and graphviz for the model pictures (apt-get on Debian/Ubuntu; elsewhere say how)
 	@command -v dot >/dev/null || { \
@@ -35,6 +35,12 @@ tensorboard:  ## TensorBoard on http://127.0.0.1:6006 (TENSORBOARD_PORT=...) for
 
 test:  ## the whole test suite, slow end-to-end tests included (as CI runs it)
 	$(PYTHON) -m pytest -q -n 2 tests
+
+test-fast:  ## the tests without the slow end-to-end runs: a few minutes, for everyday work
+	$(PYTHON) -m pytest -q -n 2 -m "not slow" tests
+
+lint:  ## ruff check (ruff.toml), as CI runs it
+	$(PYTHON) -m ruff check .
 
 bench:  ## the speed benchmarks (README, "Speed"): training throughput, then the search with and without pruning
 	$(PYTHON) bench/throughput.py

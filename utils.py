@@ -66,8 +66,9 @@ def describe(result):
     if result.get("status") != STATUS_OK:
         return f"failed: {result.get('error', 'no reason recorded')}"
     pruned = f" (pruned at epoch {result.get('pruned_at_epoch')})" if result.get("pruned") else ""
-    return (f"{result.get('model_name', 'unnamed model')}: val fine accuracy {_accuracy(result.get('fine_best_accuracy'))}, "
-            f"test fine accuracy: {_accuracy(result.get('fine_test_accuracy'))}{pruned}")
+    name, val, test = (result.get("model_name", "unnamed model"), _accuracy(result.get("fine_best_accuracy")),
+                       _accuracy(result.get("fine_test_accuracy")))
+    return f"{name}: val fine accuracy {val}, test fine accuracy: {test}{pruned}"
 
 
 def best_result(trials):

@@ -3,6 +3,7 @@ import io
 import json
 import os
 import pickle
+import shutil
 import sys
 import tarfile
 
@@ -14,6 +15,10 @@ sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["HKS_NO_DOWNLOAD"] = "1"  # tests never fetch the real archive
 REAL_ARCHIVE = os.path.join(ROOT, "..", "shared", "data", "cifar-100-python.tar.gz")
+
+# The model pictures (keras.utils.plot_model) need graphviz's dot: make install_req installs it where apt-get is.
+needs_graphviz = pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz's dot is not installed (make "
+                                    "install_req installs it): the model pictures cannot be drawn")
 
 # Ten colours far apart: images of class k are mostly palette[k % 10], so a small CNN learns them fast.
 PALETTE = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [255, 0, 255],

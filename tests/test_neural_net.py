@@ -50,11 +50,20 @@ def test_fifty_random_points_of_the_space_build():
 
 
 def test_flip_is_training_only():
+    import keras
+
     model = build_model(SMALL)
-    images = np.random.default_rng(1).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
-    a = model.predict(images, verbose=0)["fine_outputs"]
-    b = model.predict(images, verbose=0)["fine_outputs"]
-    np.testing.assert_array_equal(a, b)  # evaluation is deterministic: no random flip, no dropout
+    flip = next(layer for layer in model.layers if isinstance(layer, keras.layers.RandomFlip))
+    images = np.random.default_rng(1).uniform(-1, 1, (16, 32, 32, 3)).astype("float32")
+    mirrored = images[:, :, ::-1]
+    seen = np.array([[np.array_equal(out[i], mirrored[i]) for i in range(len(images))]
+                     for out in (keras.ops.convert_to_numpy(flip(images, training=True)) for _ in range(3))])
+    assert seen.any() and not seen.all()  # in training, a random half of the images is mirrored left-right
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(flip(images, training=False)), images)
+    pixels = np.random.default_rng(2).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    a = model.predict(pixels, verbose=0)["fine_outputs"]
+    b = model.predict(pixels, verbose=0)["fine_outputs"]
+    np.testing.assert_array_equal(a, b)  # inference is deterministic: no flip, no dropout
 
 
 def test_one_short_trial_learns_easy_classes(tmp_path):

@@ -14,7 +14,7 @@ from hyperopt import STATUS_FAIL, STATUS_OK, Trials, fmin, rand
 from hyperopt.pyll import stochastic
 from PIL import Image
 
-from conftest import ROOT, write_cifar100_archive
+from conftest import ROOT, needs_graphviz, write_cifar100_archive
 from search_space import space
 
 FIGURES = ["hyperparameters_scatter_matrix.png", "accuracy_vs_hyperparameters.png", "search_history.png"]
@@ -163,6 +163,7 @@ def test_a_failure_to_draw_model_best_is_one_warning(tmp_path, monkeypatch, caps
 
 
 @pytest.mark.slow
+@needs_graphviz
 def test_tiny_search_with_tensorboard_then_report_with_models(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
