@@ -87,6 +87,14 @@ def test_mongodb_is_published_on_localhost_only_and_workers_scale(tmp_path):
 
 
 @needs_compose
+def test_mongodb_stays_on_localhost_when_no_address_is_set(tmp_path):
+    with open(os.path.join(INFRA, ".env.example")) as f:
+        assert re.search(r"^MONGO_DB_BIND=127\.0\.0\.1$", f.read(), flags=re.M)
+    services = compose_services(tmp_path, MONGO_DB_BIND="")  # unset or empty: the default
+    assert services["hks_mongo_db"]["ports"] == ["127.0.0.1:27017:27017/tcp"]
+
+
+@needs_compose
 def test_only_the_mongo_container_gets_the_root_account(tmp_path):
     services = compose_services(tmp_path, "--profile", "gpus")
     mongo = services.pop("hks_mongo_db")
