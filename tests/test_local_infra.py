@@ -6,6 +6,7 @@ Debian's docker-compose (apt, 1.29) validates a compose file without a Docker en
 MongoDB's container scripts run here with stubs of mongosh and of the image's entrypoint (no server here).
 """
 import json
+import glob
 import os
 import re
 import shutil
@@ -151,8 +152,8 @@ def test_env_example_has_every_variable():
     """What the compose file interpolates and what the driver and the workers read from the environment."""
     with open(COMPOSE) as f:
         used = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", f.read()))
-    for script in ("hyperopt_optimize.py", "hyperopt_worker.py", "mongo_search.py", "settings.py"):
-        with open(os.path.join(ROOT, script)) as f:
+    for script in glob.glob(os.path.join(ROOT, "*.py")):  # every module of the driver and the workers
+        with open(script) as f:
             used |= set(re.findall(r"[\"']((?:HKS|MONGO_DB|EXPERIMENT)_[A-Z0-9_]+)[\"']", f.read()))
     used -= {"MONGO_DB_HOST", "MONGO_DB_PORT",  # set by docker-compose.yml itself: the hks_mongo_db service
              "HKS_WORKER_CHECKED"}  # set by a worker for its own per-trial processes
@@ -163,8 +164,8 @@ def test_hks_containers_get_every_variable_the_code_reads():
     """docker-compose.yml lists what the driver and the workers get (no env_file): nothing may be left out."""
     with open(COMPOSE) as f:
         passed = set(yaml.safe_load(f)["services"]["hks_hyperopt_worker"]["environment"])
-    for script in ("hyperopt_optimize.py", "hyperopt_worker.py", "mongo_search.py"):
-        with open(os.path.join(ROOT, script)) as f:
+    for script in glob.glob(os.path.join(ROOT, "*.py")):
+        with open(script) as f:
             read = set(re.findall(r"[\"']((?:HKS|MONGO_DB|EXPERIMENT)_[A-Z0-9_]+)[\"']", f.read()))
         read -= {"HKS_WORKER_CHECKED"}  # set by a worker for its own per-trial processes
         assert read <= passed, (script, read - passed)
