@@ -156,7 +156,8 @@ def test_env_example_has_every_variable():
         with open(script) as f:
             used |= set(re.findall(r"[\"']((?:HKS|MONGO_DB|EXPERIMENT)_[A-Z0-9_]+)[\"']", f.read()))
     used -= {"MONGO_DB_HOST", "MONGO_DB_PORT",  # set by docker-compose.yml itself: the hks_mongo_db service
-             "HKS_WORKER_CHECKED"}  # set by a worker for its own per-trial processes
+             "HKS_WORKER_CHECKED",  # set by a worker for its own per-trial processes
+             "HKS_NO_DOWNLOAD"}  # ml_req/ is mounted read-only in the containers: no download to turn off
     assert used <= example_variables(), used - example_variables()
 
 
@@ -167,7 +168,7 @@ def test_hks_containers_get_every_variable_the_code_reads():
     for script in glob.glob(os.path.join(ROOT, "*.py")):
         with open(script) as f:
             read = set(re.findall(r"[\"']((?:HKS|MONGO_DB|EXPERIMENT)_[A-Z0-9_]+)[\"']", f.read()))
-        read -= {"HKS_WORKER_CHECKED"}  # set by a worker for its own per-trial processes
+        read -= {"HKS_WORKER_CHECKED", "HKS_NO_DOWNLOAD"}  # see test_env_example_has_every_variable
         assert read <= passed, (script, read - passed)
 
 
