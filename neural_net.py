@@ -373,7 +373,7 @@ def train(hype_space, settings, callbacks=()):
 
     result = {
         "loss": -best.best_accuracy,  # hyperopt minimizes: minus the best validation fine accuracy
-        "real_loss": min(history["val_loss"]),
+        "real_loss": history["val_loss"][-1],  # classic: the total validation loss at the end of training
         **_summarize(history, "fine"),
         **_summarize(history, "coarse"),
         "fine_test_accuracy": float(test["fine_outputs_accuracy"]),
