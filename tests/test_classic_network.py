@@ -147,7 +147,8 @@ def space_of(name):
 
 
 def layer_counts(model):
-    count = lambda kind: sum(isinstance(layer, kind) for layer in model.layers)  # noqa: E731
+    def count(kind):
+        return sum(isinstance(layer, kind) for layer in model.layers)
     return (model.count_params(), count(keras.layers.Conv2D), count(keras.layers.Dense),
             count(keras.layers.BatchNormalization))
 
