@@ -37,37 +37,69 @@ TENSORBOARD_DIR = "TensorBoard"
 NB_CLASSES = {"cifar100": (100, 20), "cifar10": (10, 0)}  # (fine, coarse) classes of each dataset
 
 
+def l2(hype_space):
+    return keras.regularizers.L2(STARTING_L2_REG * hype_space["l2_weight_reg_mult"])
+
+
 def conv(x, filters, kernel_size, hype_space, strides=1, activation=None):
+    """A 'same'-padded conv with L2 on its kernel; the space's activation unless one is given."""
     return keras.layers.Conv2D(
         filters, int(round(kernel_size)), strides=strides, padding="same",
-        activation=activation or hype_space["activation"],
-        kernel_regularizer=keras.regularizers.L2(STARTING_L2_REG * hype_space["l2_weight_reg_mult"]))(x)
+        activation=activation or hype_space["activation"], kernel_regularizer=l2(hype_space))(x)
 
 
-def maybe_bn(x, hype_space):
+def bn(x):
     # momentum 0.9, not Keras' 0.99: search trials are short, and with 0.99 the moving statistics still
     # lag the weights after a few hundred steps, so evaluation scores a different network than was trained
     # (classic best, 10,000 images, epoch 3: validation accuracy 0.047 with 0.99, 0.220 with 0.9).
-    return keras.layers.BatchNormalization(momentum=0.9)(x) if hype_space["use_BN"] else x
+    return keras.layers.BatchNormalization(momentum=0.9)(x)
+
+
+def maybe_bn(x, hype_space):
+    return bn(x) if hype_space["use_BN"] else x
+
+
+def strided_conv(x, filters, hype_space):
+    """Halve the resolution with a linear 3x3 conv of stride 2, then BN [use_BN] (Springenberg et al., 2015)."""
+    return maybe_bn(conv(x, filters, 3, hype_space, strides=2, activation="linear"), hype_space)
 
 
 def residual_unit(x, filters, hype_space):
-    """out = linear 1x1 shortcut(x) + conv(dropout(x)), then BN."""
+    """out = linear 1x1 shortcut(x) + conv(dropout(x)), then BN [use_BN]."""
     shortcut = conv(x, filters, 1, hype_space, activation="linear")
     branch = keras.layers.Dropout(hype_space["conv_dropout_drop_proba"])(x)
     branch = conv(branch, filters, hype_space["res_conv_kernel_size"], hype_space)
     return maybe_bn(keras.layers.add([shortcut, branch]), hype_space)
 
 
+def residual_stack(x, filters, hype_space):
+    """int(round(residual)) residual units, then BN twice, as in the classic network.
+
+    The classic stack adds one BN when use_BN is off and one more in any case, so it always ends with
+    two BN layers in a row: with use_BN, the last unit's BN and the stack's; without, the two of the stack.
+    """
+    for _ in range(int(round(hype_space["residual"]))):
+        x = residual_unit(x, filters, hype_space)
+    if not hype_space["use_BN"]:
+        x = bn(x)
+    return bn(x)
+
+
 def inception_reduction(x, filters, hype_space):
-    """Halve the resolution with three parallel branches, concatenated: conv, conv stack, max-pool."""
-    branch_filters = int(filters * 0.4 + 1)
-    a = conv(x, branch_filters, 3, hype_space, strides=2)
-    b = conv(x, branch_filters, 1, hype_space)
-    b = conv(b, branch_filters, 3, hype_space)
-    b = conv(b, branch_filters, 3, hype_space, strides=2)
-    c = keras.layers.MaxPooling2D(3, strides=2, padding="same")(x)
-    return maybe_bn(keras.layers.concatenate([a, b, c]), hype_space)
+    """Halve the resolution with three parallel branches, concatenated (3 * int(0.4 * filters + 1) channels):
+    a linear stride-2 conv; 1x1 conv -> 3x3 conv -> linear stride-2 conv; 1x1 conv -> 3x3 max-pool of stride 2.
+
+    The classic code also makes a 3x3 conv of the input that nothing uses (its result is overwritten); that
+    conv is not part of its model (Keras keeps only the layers between inputs and outputs), so it is left out.
+    """
+    narrow, width = int(filters * 0.33 + 1), int(filters * 0.4 + 1)
+    a = strided_conv(x, width, hype_space)
+    b = conv(x, narrow, 1, hype_space)
+    b = conv(b, width, 3, hype_space)
+    b = strided_conv(b, width, hype_space)
+    c = conv(x, width, 1, hype_space)
+    c = keras.layers.MaxPooling2D(3, strides=2, padding="same")(c)
+    return keras.layers.concatenate([a, b, c])
 
 
 def pooling(x, filters, hype_space):
@@ -76,24 +108,32 @@ def pooling(x, filters, hype_space):
         return keras.layers.MaxPooling2D(2)(x)
     if kind == "avg":
         return keras.layers.AveragePooling2D(2)(x)
-    if kind == "all_conv":  # a learned stride-2 conv instead of pooling (Springenberg et al., 2015)
-        return maybe_bn(conv(x, filters, 3, hype_space, strides=2), hype_space)
+    if kind == "all_conv":  # a learned stride-2 conv instead of pooling
+        return strided_conv(x, filters, hype_space)
     if kind == "inception":
         return inception_reduction(x, filters, hype_space)
     raise ValueError(f"unknown pooling_type {kind!r}")
 
 
 def dense(x, units, hype_space):
-    x = keras.layers.Dense(units, activation=hype_space["activation"],
-                           kernel_regularizer=keras.regularizers.L2(STARTING_L2_REG * hype_space["l2_weight_reg_mult"]))(x)
+    x = keras.layers.Dense(units, activation=hype_space["activation"], kernel_regularizer=l2(hype_space))(x)
     return keras.layers.Dropout(hype_space["fc_dropout_drop_proba"])(x)
 
 
-def build_model(hype_space, nb_fine=100, nb_coarse=20, input_dtype="uint8"):
-    """A compiled Keras model for any point of the space. nb_coarse=0 drops the coarse head (CIFAR-10).
+def build_model(hype_space, nb_fine=100, nb_coarse=20, input_dtype="uint8", compile=True):
+    """A Keras model for any point of the space, compiled unless compile=False. nb_coarse=0 drops the
+    coarse head (CIFAR-10).
 
-    input_dtype="float32" takes images already scaled to [-1, 1] on the host, the classic repo's
-    pipeline, kept only so that bench/throughput.py can measure it against the uint8 one.
+    Block for block, it is the classic repo's network: the same layers, widths, kernel sizes, L2 on every
+    kernel (both heads included), and so the same number of parameters. It differs on purpose in:
+    the heads are softmax, in float32 under mixed precision (classic: sigmoid heads); the input is uint8,
+    scaled to [-1, 1] inside the model (the classic repo fed floats scaled to [-0.5, 0.5] on the host:
+    x / 255 - 0.5); the random left-right flip is a RandomFlip layer, active in training only (classic:
+    flipped at test time too); BatchNormalization momentum is 0.9 (classic: Keras' 0.99); labels are
+    integers (sparse cross-entropy, classic: one-hot).
+    input_dtype="float32" takes images already scaled to [-1, 1] on the host (the classic repo's way
+    of feeding, though it scaled to [-0.5, 0.5]), kept only so that bench/throughput.py can measure it
+    against the uint8 one.
     """
     inputs = keras.Input((32, 32, 3), dtype=input_dtype, name="image")
     x = inputs
@@ -108,8 +148,7 @@ def build_model(hype_space, nb_fine=100, nb_coarse=20, input_dtype="uint8"):
     for stage in range(hype_space["nb_conv_pool_layers"]):
         x = maybe_bn(conv(x, filters, hype_space["conv_kernel_size"], hype_space), hype_space)
         if hype_space["residual"] is not None and stage >= hype_space["conv_pool_res_start_idx"]:
-            for _ in range(int(round(hype_space["residual"]))):
-                x = residual_unit(x, filters, hype_space)
+            x = residual_stack(x, filters, hype_space)
         x = pooling(x, filters, hype_space)
         x = keras.layers.Dropout(hype_space["conv_dropout_drop_proba"])(x)
         filters *= 2
@@ -119,9 +158,10 @@ def build_model(hype_space, nb_fine=100, nb_coarse=20, input_dtype="uint8"):
     if hype_space["one_more_fc"] is not None:
         x = dense(x, int(750 * hype_space["one_more_fc"]), hype_space)
 
-    # Heads in float32 so losses stay stable under mixed precision.
+    # Heads in float32 so losses stay stable under mixed precision; L2 on them too, as in the classic network.
     def head(n, name):
-        return keras.layers.Dense(n, activation="softmax", dtype="float32", name=name)(x)
+        return keras.layers.Dense(n, activation="softmax", dtype="float32", kernel_regularizer=l2(hype_space),
+                                  name=name)(x)
     outputs = {"fine_outputs": head(nb_fine, "fine_outputs")}
     loss_weights = {"fine_outputs": 1.0}
     if nb_coarse:
@@ -129,12 +169,13 @@ def build_model(hype_space, nb_fine=100, nb_coarse=20, input_dtype="uint8"):
         loss_weights["coarse_outputs"] = hype_space["coarse_labels_weight"]
 
     model = keras.Model(inputs, outputs, name="hks_cnn")
-    model.compile(
-        optimizer=OPTIMIZERS[hype_space["optimizer"]](learning_rate=STARTING_LR * hype_space["lr_rate_mult"]),
-        loss={name: "sparse_categorical_crossentropy" for name in outputs},  # integer labels, no one-hot copies
-        loss_weights=loss_weights,
-        metrics={name: ["accuracy"] for name in outputs},
-    )
+    if compile:
+        model.compile(
+            optimizer=OPTIMIZERS[hype_space["optimizer"]](learning_rate=STARTING_LR * hype_space["lr_rate_mult"]),
+            loss={name: "sparse_categorical_crossentropy" for name in outputs},  # integer labels, no one-hot copies
+            loss_weights=loss_weights,
+            metrics={name: ["accuracy"] for name in outputs},
+        )
     return model
 
 
@@ -217,7 +258,7 @@ def train(hype_space, settings, callbacks=()):
 
     result = {
         "loss": -best.best_accuracy,  # hyperopt minimizes: minus the best validation fine accuracy
-        "real_loss": min(history["val_loss"]),
+        "real_loss": history["val_loss"][-1],  # classic: the total validation loss at the end of training
         **_summarize(history, "fine"),
         **_summarize(history, "coarse"),
         "fine_test_accuracy": float(test["fine_outputs_accuracy"]),
