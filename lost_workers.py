@@ -1,7 +1,8 @@
 """Lost workers: how a MongoDB search notices a trial whose worker died, and gives the trial to another.
 
     worker (per trial)   Heartbeat: hyperopt's ctrl.checkpoint() at the start and after each epoch, which
-                         stamps the job and gives it a new version; TrialLost when the job was taken away
+                         stamps the job and gives it a new version (and stores the trial's partial result,
+                         where its stopping rule publishes one); TrialLost when the job was taken away
     driver               RequeueLostTrials: a RUNNING job whose version has not changed for --stale-after
                          seconds lost its worker: back in the queue; failed after MAX_LOST_RUNS
     worker (process)     Stopped: SIGTERM, SIGINT or SIGHUP put the worker's trial back in the queue
@@ -39,13 +40,14 @@ class Heartbeat(keras.callbacks.Callback):
     driver has requeued the job (this worker was silent too long), and then the trial stops here.
     """
 
-    def __init__(self, ctrl):
+    def __init__(self, ctrl, partial_result=None):
         super().__init__()
         self.ctrl = ctrl
+        self.partial_result = partial_result or (lambda: None)  # stored with the beat (objective.py)
 
     def beat(self):
         try:
-            self.ctrl.checkpoint()
+            self.ctrl.checkpoint(self.partial_result())  # None: only the stamp, the job's result is kept
         except OperationFailure as e:  # no job at the version this worker holds: the driver requeued it
             self.ctrl.read_only = True  # hyperopt then writes nothing more to the job for this worker
             raise TrialLost(f"trial {self.ctrl.current_trial['tid']} was requeued by the driver: {e}") from None

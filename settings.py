@@ -22,8 +22,10 @@ DEFAULT_SETTINGS = dict(
     tensorboard=False,  # per-epoch scalars to TensorBoard/<model_name>/; off: a search would make hundreds of runs
     precision="auto",  # a Keras dtype policy, or auto (device.choose_precision)
     prune="median",  # the stopping rule of the search (pruning.py), or "none"
+    prune_eta=3,  # asha: 1/eta of the trials at a rung go on; rungs every eta-fold of epochs
+    prune_min_epochs=1,  # asha: the first rung, in epochs
 )
-PRUNE_RULES = ["median", "none"]
+PRUNE_RULES = ["asha", "median", "none"]
 
 
 def positive_int(text):
@@ -44,6 +46,16 @@ def positive_float(text):
 
 
 positive_float.__name__ = "positive number"
+
+
+def int_from_two(text):
+    value = int(text)
+    if value < 2:
+        raise ValueError
+    return value
+
+
+int_from_two.__name__ = "integer from 2"
 
 
 def add_training_options(p):
@@ -74,10 +86,19 @@ def add_training_options(p):
 
 def add_pruning_options(p):
     """The stopping rule of the search (only the search prunes: train.py trains its one model to the end)."""
-    p.add_argument("--prune", choices=PRUNE_RULES, default=DEFAULT_SETTINGS["prune"],
-                   help="median: stop a trial after its warm-up once its best validation accuracy is below the "
-                        "median of the finished trials' at the same epoch (default); none: train every trial "
-                        "for --epochs")
+    env = os.environ.get
+    p.add_argument("--prune", choices=PRUNE_RULES, default=env("HKS_PRUNE", DEFAULT_SETTINGS["prune"]),
+                   help="asha: asynchronous successive halving: at rungs of --prune-min-epochs x --prune-eta**k "
+                        "epochs, only the top 1/eta of the trials that reached the rung go on; median: stop a "
+                        "trial after its warm-up once its best validation accuracy is below the median of the "
+                        "trials run to the end, at the same epoch; none: train every trial for --epochs "
+                        "(env HKS_PRUNE; default %(default)s)")
+    p.add_argument("--prune-eta", type=int_from_two, default=env("HKS_PRUNE_ETA", DEFAULT_SETTINGS["prune_eta"]),
+                   help="asha: the top 1/eta of the trials at a rung go on, and rungs are eta times apart "
+                        "(env HKS_PRUNE_ETA; default %(default)s)")
+    p.add_argument("--prune-min-epochs", type=positive_int,
+                   default=env("HKS_PRUNE_MIN_EPOCHS", DEFAULT_SETTINGS["prune_min_epochs"]),
+                   help="asha: epochs of the first rung (env HKS_PRUNE_MIN_EPOCHS; default %(default)s)")
 
 
 def settings_from(args):
