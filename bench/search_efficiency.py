@@ -190,7 +190,9 @@ def replay_optuna(pruner, curves):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0), pruner=pruner)
+    # A fixed name too: Hyperband puts a trial in a bracket by a hash of the study's name and the trial's number.
+    study = optuna.create_study(study_name="replay", direction="maximize", pruner=pruner,
+                                sampler=optuna.samplers.RandomSampler(seed=0))
     ran = []
     for curve in curves:
         if curve is None:
