@@ -1,34 +1,148 @@
-"""The median stopping rule: checks on hand-made finished trials. The real search prunes in
-tests/test_bench.py (bench/search_efficiency.py --quick), checked trial by trial there."""
+"""The stopping rules (median, asha): checks on hand-made trials. The real searches prune in
+tests/test_bench.py (bench/search_efficiency.py --quick), checked trial by trial there; asha on
+MongoDB workers in tests/test_mongo.py."""
 import pytest
-from hyperopt import JOB_STATE_DONE, JOB_STATE_RUNNING, STATUS_FAIL, STATUS_OK, Trials
+from hyperopt import JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_RUNNING, STATUS_FAIL, STATUS_OK, Trials
 
 from conftest import write_cifar100_archive
 from neural_net import build_and_train
-from pruning import PRUNE_MIN_TRIALS, MedianStoppingRule, best_by_epoch, prune_warmup
+from objective import make_objective
+from pruning import (METRIC, PRUNE_MIN_TRIALS, AshaRule, MedianStoppingRule, asha_goes_on, asha_rungs, at_rung,
+                     best_by_epoch, prune_warmup)
+from search_space import space
 from test_neural_net import SMALL
+from utils import best_result
 
 
-def add_trial(trials, accuracies, status=STATUS_OK, state=JOB_STATE_DONE):
-    """A trial as another worker would have left it: inserted into the store, not yet refreshed."""
+def add_trial(trials, accuracies, status=STATUS_OK, state=JOB_STATE_DONE, pruned=None):
+    """A trial as another worker would have left it: inserted into the store, not yet refreshed.
+    A running trial (status "running") carries its partial result: no loss."""
     tid = trials.new_trial_ids(1)[0]
-    result = {"status": status, "loss": -max(accuracies, default=0),
-              "history": {"val_fine_outputs_accuracy": list(accuracies)}}
+    result = {"status": status, "history": {METRIC: list(accuracies)}}
+    if status != "running":
+        result["loss"] = -max(accuracies, default=0)
+    if pruned is not None:
+        result["pruned"] = pruned
     doc = trials.new_trial_docs([tid], [None], [result], [{"tid": tid, "cmd": None, "idxs": {}, "vals": {}}])[0]
     doc["state"] = state
     trials.insert_trial_docs([doc])
+    return tid
 
 
-def test_best_by_epoch_refreshes_and_reads_only_finished_trials_that_got_that_far():
+def test_best_by_epoch_refreshes_and_reads_only_trials_that_ran_to_the_end():
     trials = Trials()
-    add_trial(trials, [0.1, 0.3, 0.2])
-    add_trial(trials, [0.4, 0.2])  # pruned at epoch 2: counts up to there
+    add_trial(trials, [0.1, 0.3, 0.2], pruned=False)
+    add_trial(trials, [0.05, 0.2, 0.25])  # results of earlier versions have no "pruned": ran to the end
+    add_trial(trials, [0.4, 0.2], pruned=True)  # behind at epoch 2: does not pull the median down
     add_trial(trials, [0.9, 0.9, 0.9], status=STATUS_FAIL)
     add_trial(trials, [0.9, 0.9, 0.9], state=JOB_STATE_RUNNING)
     assert trials.trials == []  # nothing seen before a refresh, as with MongoTrials
-    assert sorted(best_by_epoch(trials, 1)) == [0.1, 0.4]
-    assert sorted(best_by_epoch(trials, 2)) == [0.3, 0.4]
-    assert best_by_epoch(trials, 3) == [0.3]
+    assert sorted(best_by_epoch(trials, 1)) == [0.05, 0.1]
+    assert sorted(best_by_epoch(trials, 3)) == [0.25, 0.3]
+
+
+def test_asha_rungs_are_min_epochs_times_powers_of_eta_below_the_budget():
+    assert asha_rungs(10) == [1, 3, 9]
+    assert asha_rungs(9) == [1, 3]  # no rung at the last epoch: stopping there saves nothing
+    assert asha_rungs(100, min_epochs=2, eta=4) == [2, 8, 32]
+    assert asha_rungs(1) == [] and asha_rungs(3, min_epochs=5) == []
+
+
+@pytest.mark.parametrize("accuracy, others, eta, goes_on", [
+    (0.1, [], 3, True),  # the first trial at a rung has nothing to compare with: it goes on
+    (0.1, [0.9], 3, False),  # second at the rung: max(1, 2 // 3) = 1 goes on, the better one
+    (0.9, [0.1], 3, True),
+    (0.5, [0.5, 0.1], 3, True),  # ties go on
+    (0.5, [0.6, 0.1], 3, False),  # 3 at the rung: top 1
+    (0.5, [0.6, 0.9, 0.1, 0.2, 0.3], 3, False),  # 6 at the rung: top 2; two better
+    (0.7, [0.6, 0.9, 0.1, 0.2, 0.3], 3, True),  # second of 6
+    (0.7, [0.6, 0.9, 0.1], 2, True),  # eta 2: top 2 of 4
+    (0.5, [0.6, 0.9, 0.1], 2, False),
+])
+def test_asha_keeps_the_top_one_over_eta_of_the_trials_at_the_rung_and_at_least_one(accuracy, others, eta, goes_on):
+    assert asha_goes_on(accuracy, others, eta) is goes_on
+
+
+def test_at_rung_reads_every_recorded_trial_that_got_there_but_itself_and_failed_ones():
+    trials = Trials()
+    add_trial(trials, [0.1, 0.3, 0.2, 0.4], pruned=False)  # finished
+    add_trial(trials, [0.5], pruned=True)  # pruned at epoch 1
+    add_trial(trials, [0.6, 0.7], status="running", state=JOB_STATE_RUNNING)  # in flight: its partial result
+    add_trial(trials, [0.9, 0.9], status=STATUS_FAIL)
+    add_trial(trials, [0.9, 0.9], status="running", state=JOB_STATE_ERROR)  # its worker died
+    me = add_trial(trials, [0.8, 0.8], status="running", state=JOB_STATE_RUNNING)
+    assert sorted(at_rung(trials, 1, me)) == [0.1, 0.5, 0.6]
+    assert sorted(at_rung(trials, 2, me)) == [0.3, 0.7]
+    assert at_rung(trials, 3, me) == [0.3]
+
+
+class Model:
+    stop_training = False
+
+
+def feed(rule, accuracies):
+    """Feed a rule a trial's validation accuracies epoch by epoch, as Keras would; return the epochs run."""
+    model = Model()
+    rule.set_model(model)
+    for epoch, accuracy in enumerate(accuracies):
+        rule.on_epoch_end(epoch, {METRIC: accuracy})
+        if model.stop_training:
+            return epoch + 1
+    return len(accuracies)
+
+
+def test_asha_rule_stops_at_the_first_rung_where_the_trial_is_not_in_the_top_third():
+    trials = Trials()
+    for accuracies in ([0.5, 0.6, 0.7, 0.8, 0.8], [0.1, 0.2], [0.2]):
+        add_trial(trials, accuracies)
+    me = add_trial(trials, [], status="running", state=JOB_STATE_RUNNING)
+    rule = AshaRule(trials, epochs_budget=5, this_tid=me, eta=3)  # rungs 1, 3
+    # Rung 1: 0.3 against 0.5, 0.1, 0.2: second of 4, max(1, 4 // 3) = 1 go on: stops at epoch 1.
+    assert feed(rule, [0.3, 0.9, 0.9, 0.9, 0.9]) == 1 == rule.pruned_at_epoch
+    assert rule.partial_result() == {"status": "running", "history": {METRIC: [0.3]}}
+    rule = AshaRule(trials, epochs_budget=5, this_tid=me, eta=3)
+    # Rung 1: 0.6 is first of 4. Rung 3: the best so far, 0.6, against 0.7 alone: second of 2: stops.
+    assert feed(rule, [0.6, 0.4, 0.5, 0.9, 0.9]) == 3 == rule.pruned_at_epoch
+    rule = AshaRule(trials, epochs_budget=5, this_tid=me, eta=3)
+    assert feed(rule, [0.6, 0.4, 0.7, 0.9, 0.9]) == 5 and rule.pruned_at_epoch is None  # a tie at rung 3 goes on
+
+
+def test_the_first_trial_at_every_rung_goes_on():
+    trials = Trials()
+    me = add_trial(trials, [], status="running", state=JOB_STATE_RUNNING)
+    rule = AshaRule(trials, epochs_budget=10, this_tid=me)
+    assert feed(rule, [0.0] * 10) == 10 and rule.pruned_at_epoch is None
+
+
+def test_a_local_search_publishes_a_running_trials_progress_that_looks_finished_to_nothing(monkeypatch):
+    """objective.py checkpoints the partial result each epoch: in the local trials object, while the trial runs."""
+    import objective
+
+    seen = []
+
+    def fake_build_and_train(hype_space, settings, callbacks, trial_id):
+        rule, publish = callbacks  # the rule first, then what stores its partial result
+        model = Model()
+        for callback in callbacks:
+            callback.set_model(model)
+        for epoch, accuracy in enumerate([0.2, 0.4]):
+            for callback in callbacks:
+                callback.on_epoch_end(epoch, {METRIC: accuracy})
+            doc = rule.trials._dynamic_trials[-1]
+            seen.append((doc["state"], dict(doc["result"])))
+            assert best_result(rule.trials) is None  # the report and the driver read only status ok
+            assert "loss" not in doc["result"]  # TPE scores a trial without a loss as infinitely bad
+        return {"status": STATUS_OK, "loss": -0.4, "history": {METRIC: [0.2, 0.4]}, "pruned": False}
+
+    monkeypatch.setattr(objective, "build_and_train", fake_build_and_train)
+    from hyperopt import fmin, tpe
+
+    trials = Trials()
+    fmin(make_objective({"prune": "asha", "epochs": 2, "prune_eta": 3, "prune_min_epochs": 1}), space,
+         algo=tpe.suggest, trials=trials, max_evals=1, show_progressbar=False)
+    assert seen == [(JOB_STATE_RUNNING, {"status": "running", "history": {METRIC: [0.2]}}),
+                    (JOB_STATE_RUNNING, {"status": "running", "history": {METRIC: [0.2, 0.4]}})]
+    assert trials.trials[0]["state"] == JOB_STATE_DONE and trials.trials[0]["result"]["loss"] == -0.4
 
 
 def test_warmup_is_a_tenth_of_the_budget_and_at_least_two_epochs():
@@ -42,12 +156,12 @@ def tiny_settings(tmp_path):
     return dict(epochs=4, data_dir=str(data_dir), results_dir=str(tmp_path / "results"), verbose=0)
 
 
-def train_against(finished, settings, **space_changes):
+def train_against(finished, settings, rule=MedianStoppingRule, **space_changes):
     trials = Trials()
     for accuracies in finished:
         add_trial(trials, accuracies)
     return build_and_train(dict(SMALL, batch_size=32.0, **space_changes), settings,
-                           callbacks=[MedianStoppingRule(trials, settings["epochs"])])
+                           callbacks=[rule(trials, settings["epochs"])])
 
 
 def test_a_trial_behind_five_finished_ones_is_pruned_after_its_warmup(tiny_settings):
@@ -66,3 +180,10 @@ def test_no_pruning_without_evidence_against_the_trial(tiny_settings, finished):
     result = train_against(finished, tiny_settings)
     assert result["status"] == STATUS_OK, result.get("error")
     assert result["pruned"] is False and result["pruned_at_epoch"] is None and result["epochs_run"] == 4
+
+
+def test_a_trial_behind_at_asha_first_rung_is_recorded_as_pruned_with_its_honest_loss(tiny_settings):
+    result = train_against([[1.0] * 4], tiny_settings, rule=AshaRule, lr_rate_mult=1e-6)
+    assert result["status"] == STATUS_OK, result.get("error")
+    assert result["pruned"] is True and result["pruned_at_epoch"] == 1 == result["epochs_run"]
+    assert result["loss"] == -result["fine_best_accuracy"] == -result["history"]["val_fine_outputs_accuracy"][0]
