@@ -37,18 +37,24 @@ def partial_result_of(rules):
     return publishers[0] if publishers else None
 
 
-def _objective(expr, memo, ctrl, settings):
-    """hyperopt passes the trial's ctrl: its id, and its view of the other trials (all workers' on MongoDB)."""
-    hype_space = rec_eval(expr, memo=memo)
-    tid = ctrl.current_trial["tid"]
-    callbacks = stopping_rules(settings, ctrl.trials, tid)
+def trial_callbacks(settings, ctrl):
+    """The trial's stopping rule, then its one checkpoint per epoch: the heartbeat on a MongoDB worker,
+    which carries the rule's partial result; locally, the partial result alone, if the rule has one.
+    After the rules, so that an epoch's checkpoint carries what they recorded at that epoch."""
+    callbacks = stopping_rules(settings, ctrl.trials, ctrl.current_trial["tid"])
     partial_result = partial_result_of(callbacks)
-    # After the rules, so that an epoch's checkpoint carries what the rules recorded at that epoch.
     if isinstance(ctrl, MongoCtrl):
         callbacks.append(Heartbeat(ctrl, partial_result))
     elif partial_result is not None:
         callbacks.append(PublishProgress(ctrl, partial_result))
-    return build_and_train(hype_space, settings, callbacks=callbacks, trial_id=tid)
+    return callbacks
+
+
+def _objective(expr, memo, ctrl, settings):
+    """hyperopt passes the trial's ctrl: its id, and its view of the other trials (all workers' on MongoDB)."""
+    hype_space = rec_eval(expr, memo=memo)
+    return build_and_train(hype_space, settings, callbacks=trial_callbacks(settings, ctrl),
+                           trial_id=ctrl.current_trial["tid"])
 
 
 def make_objective(settings):
