@@ -85,7 +85,7 @@ class MedianStoppingRule(keras.callbacks.Callback):
 
 
 def asha_rungs(epochs_budget, min_epochs=1, eta=3):
-    """The rung epochs min_epochs * eta**k, k = 0, 1, ..., below the budget (stopping at the last epoch saves nothing)."""
+    """The rung epochs min_epochs * eta**k, k = 0, 1, ..., below the budget (a stop at the last epoch saves nothing)."""
     rungs, epoch = [], min_epochs
     while epoch < epochs_budget:
         rungs.append(epoch)

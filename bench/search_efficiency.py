@@ -78,7 +78,7 @@ def write_subsets(data_dir, work, classes, train_per_class, val_per_class, test_
 
 
 def search(prune, args, subset_dir, work):
-    """One search by the real driver; returns its trials, wall time and start (epoch seconds). Output: work/<prune>.log."""
+    """One search by the real driver; returns its trials, wall time and start time. Its output: work/<prune>.log."""
     out = os.path.join(work, prune)
     command = [sys.executable, os.path.join(ROOT, "hyperopt_optimize.py"), "--data-dir", subset_dir,
                "--epochs", str(args.epochs), "--max-evals", str(args.trials), "--seed", str(args.seed),
@@ -258,7 +258,8 @@ def main(argv=None):
                    help="folder of the real cifar-100-python.tar.gz (default %(default)s)")
     p.add_argument("--trials", type=int, default=30, help="trials per search (default %(default)s)")
     p.add_argument("--epochs", type=int, default=10, help="epochs per trial, unpruned (default %(default)s)")
-    p.add_argument("--classes", type=int, default=10, help="fine classes in the subset, evenly spaced (default %(default)s)")
+    p.add_argument("--classes", type=int, default=10,
+                   help="fine classes in the subset, evenly spaced (default %(default)s)")
     p.add_argument("--train-per-class", type=int, default=80, help="training images per class (default %(default)s)")
     p.add_argument("--val-per-class", type=int, default=50,
                    help="validation images per class (from the test split), on which models are selected "

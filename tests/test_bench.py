@@ -23,30 +23,42 @@ def table_rows(stdout, first_column):
 
 
 @pytest.mark.slow
-def test_search_efficiency_quick_runs_both_searches(tmp_path):
-    write_cifar100_archive(tmp_path / "ml_req", train_per_class=20, test_per_class=2)
+def test_search_efficiency_quick_runs_every_rule_and_replays_them(tmp_path):
+    write_cifar100_archive(tmp_path / "ml_req", train_per_class=20, test_per_class=4)
     out = run([sys.executable, os.path.join(ROOT, "bench", "search_efficiency.py"), "--quick",
                "--data-dir", str(tmp_path / "ml_req"), "--work-dir", str(tmp_path / "work")], tmp_path)
     assert out.returncode == 0, out.stderr
-    (none,), (median,) = table_rows(out.stdout, "none"), table_rows(out.stdout, "median")
-    assert none[1] == median[1] == "6" and none[2] == "0"  # trials; nothing pruned without pruning
+    (none,), (median,), (asha,) = (table_rows(out.stdout, rule) for rule in ("none", "median", "asha"))
+    assert none[1] == median[1] == asha[1] == "6" and none[2] == "0"  # trials; nothing pruned without pruning
     assert int(none[4]) == 3 * (6 - int(none[3]))  # every finished trial ran its 3 epochs
-    assert int(median[4]) <= int(none[4])
-    assert "fewer epochs" in out.stdout
-    assert (tmp_path / "work" / "median.log").exists() and (tmp_path / "work" / "none" / "results.pkl").exists()
-    # The pruned search, trial by trial: pruned exactly when behind the median of the trials before it.
-    trials = pickle.loads((tmp_path / "work" / "median" / "results.pkl").read_bytes()).trials
-    warmup, epochs = prune_warmup(3), 3
-    for k, trial in enumerate(trials):
-        result = trial["result"]
-        if result["status"] != STATUS_OK:
-            continue
-        accuracy = result["history"]["val_fine_outputs_accuracy"]
-        earlier = [max(t["result"]["history"]["val_fine_outputs_accuracy"][:warmup]) for t in trials[:k]
-                   if t["result"]["status"] == STATUS_OK]
-        behind = len(earlier) >= PRUNE_MIN_TRIALS and max(accuracy[:warmup]) < statistics.median(earlier)
-        assert result["pruned"] == behind, k
-        assert result["epochs_run"] == (warmup if behind else epochs), k
+    assert int(median[4]) <= int(none[4]) and int(asha[4]) <= int(none[4])
+    assert all(0 <= float(row[8]) <= 1 for row in (none, median, asha))  # test accuracy
+    assert "median: " in out.stdout and "asha: " in out.stdout and "fewer epochs" in out.stdout
+    assert (tmp_path / "work" / "asha.log").exists() and (tmp_path / "work" / "none" / "results.pkl").exists()
+    # The replay table: every rule, ours and Optuna's; and the replays of the real runs match them.
+    replayed = [line for line in out.stdout.split("Replay on the none search's curves")[1].splitlines()
+                if line.startswith(("median (ours)", "asha (ours", "optuna "))]
+    assert len(replayed) == 5
+    checks = [line for line in out.stdout.splitlines() if line.startswith(("median: replayed", "asha: replayed"))]
+    assert len(checks) == 4 and all("(same:" in line for line in checks), checks
+    # The pruned searches, trial by trial.
+    for rule in ("median", "asha"):
+        trials = pickle.loads((tmp_path / "work" / rule / "results.pkl").read_bytes()).trials
+        for k, trial in enumerate(trials):
+            result = trial["result"]
+            if result["status"] != STATUS_OK:
+                continue
+            accuracy = result["history"]["val_fine_outputs_accuracy"]
+            earlier = [t["result"] for t in trials[:k] if t["result"]["status"] == STATUS_OK]
+            if rule == "median":  # against the trials run to the end, at the warm-up epoch
+                stop_at, reached = prune_warmup(3), [max(r["history"]["val_fine_outputs_accuracy"][:prune_warmup(3)])
+                                                     for r in earlier if not r["pruned"]]
+                behind = len(reached) >= PRUNE_MIN_TRIALS and max(accuracy[:stop_at]) < statistics.median(reached)
+            else:  # rung 1 (eta 3, 3 epochs): the top max(1, n // 3) of the n trials there go on
+                stop_at, reached = 1, [r["history"]["val_fine_outputs_accuracy"][0] for r in earlier]
+                behind = sum(a > accuracy[0] for a in reached) >= max(1, (len(reached) + 1) // 3)
+            assert result["pruned"] == behind, (rule, k)
+            assert result["epochs_run"] == (stop_at if behind else 3), (rule, k)
 
 
 @pytest.mark.slow
