@@ -96,3 +96,41 @@ def test_real_cifar100_archive(tmp_path):
     assert len(pairs) == 100 and len({f for f, _ in pairs}) == 100  # each fine class in exactly one coarse
     assert np.all(np.bincount([c for _, c in pairs], minlength=20) == 5)
     assert 100 < ds.x_train.mean() < 150  # real photos, not blank
+
+
+def set_label(key, index, value, member="train"):
+    """A tamper for the archive writers: one label of one member replaced."""
+    def tamper(name, batch):
+        if name == member:
+            batch[key][index] = value
+    return tamper
+
+
+@pytest.mark.parametrize("tamper, expected", [
+    (set_label("fine_labels", 0, 150), "train fine_labels holds 150, outside 0..99"),
+    (set_label("fine_labels", 5, -1, member="test"), "test fine_labels holds -1, outside 0..99"),
+    (set_label("coarse_labels", 3, 99), "train coarse_labels holds 99, outside 0..19"),
+    (lambda name, batch: name == "meta" and batch.update(fine_label_names=[f"f{i}" for i in range(10)]),
+     "meta names 10 fine and 20 coarse classes.*100 and 20"),
+    (lambda name, batch: name == "meta" and batch.update(coarse_label_names=[]),
+     "meta names 100 fine and 0 coarse classes"),
+    (lambda name, batch: name == "train" and batch.update(coarse_labels=batch["coarse_labels"][:-1]),
+     "299 coarse_labels for 300 images"),
+    (lambda name, batch: name == "test" and batch.update(fine_labels=batch["fine_labels"] + [0]),
+     "101 fine_labels for 100 images"),
+])
+def test_labels_and_classes_the_model_cannot_use_are_one_line(tmp_path, tamper, expected):
+    write_cifar100_archive(tmp_path, tamper=tamper)
+    with pytest.raises(DataError, match=expected) as error:
+        load_dataset("cifar100", str(tmp_path))
+    assert "\n" not in str(error.value) and "download" in str(error.value)
+
+
+def test_cifar10_label_out_of_range_and_class_count(tmp_path):
+    write_cifar10_archive(tmp_path, tamper=set_label("labels", 0, 10, member="data_batch_3"))
+    with pytest.raises(DataError, match="data_batch_3 labels holds 10, outside 0..9"):
+        load_dataset("cifar10", str(tmp_path))
+    load_dataset.cache_clear()
+    write_cifar10_archive(tmp_path, tamper=lambda name, batch: name == "batches.meta" and batch["label_names"].pop())
+    with pytest.raises(DataError, match="meta names 9 classes.*10"):
+        load_dataset("cifar10", str(tmp_path))
