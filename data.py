@@ -97,6 +97,26 @@ def _download(url, path, md5):
         return False
 
 
+class _ArchiveUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR members and nothing else: a pickle may call any global, so a hostile archive could run code.
+
+    The official archives (Python 2 pickles) need numpy's array reconstruction only; archives re-pickled by
+    Python 3 with numpy 2 name numpy._core, and protocol 2 rebuilds bytes with _codecs.encode.
+    """
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def __init__(self, file, source):
+        super().__init__(file, encoding="latin1")
+        self.source = source
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise DataError(f"{self.source} is not a genuine CIFAR archive: a pickle in it calls {module}.{name}, "
+                            f"which was refused (not run); delete it and download the official archive again")
+        return super().find_class(module, name)
+
+
 def _read_members(dataset, data_dir, members):
     """Unpickle the given archive members, from the archive or an extracted folder; also return the source."""
     archive, folder, *_, md5 = ARCHIVES[dataset]
@@ -105,7 +125,7 @@ def _read_members(dataset, data_dir, members):
     if not os.path.exists(path) and os.path.isdir(extracted):
         def load(member):
             with open(os.path.join(extracted, member), "rb") as f:
-                return pickle.load(f, encoding="latin1")
+                return _ArchiveUnpickler(f, extracted).load()
         return [load(m) for m in members], extracted
     if not os.path.exists(path):
         offline = os.environ.get("HKS_NO_DOWNLOAD") == "1"
@@ -113,7 +133,7 @@ def _read_members(dataset, data_dir, members):
             raise DataError(f"{dataset} archive not found: put {archive} (from {URL + archive}) "
                             f"at {path}, or pass --data-dir to the folder that holds it")
     with tarfile.open(path, "r:gz") as tar:
-        return [pickle.load(tar.extractfile(f"{folder}/{m}"), encoding="latin1") for m in members], path
+        return [_ArchiveUnpickler(tar.extractfile(f"{folder}/{m}"), path).load() for m in members], path
 
 
 @functools.lru_cache(maxsize=1)

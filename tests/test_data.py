@@ -85,8 +85,10 @@ def test_train_subset_and_test_validation(tiny_cifar100):
     assert whole.x_train is load_dataset("cifar100", str(tiny_cifar100)).x_train  # no copy of the whole set
 
 
-@pytest.mark.skipif(not os.path.exists(REAL_ARCHIVE), reason="real CIFAR-100 archive not present")
+@pytest.mark.skipif(not os.path.exists(REAL_ARCHIVE),
+                    reason="real CIFAR-100 archive not present: put it in ml_req/ or set HKS_REAL_ARCHIVE to its path")
 def test_real_cifar100_archive(tmp_path):
+    """The official archive, read through the restricted unpickler: it needs nothing the unpickler refuses."""
     ds = load_dataset("cifar100", os.path.dirname(REAL_ARCHIVE))
     assert ds.x_train.shape == (50000, 32, 32, 3) and ds.x_test.shape == (10000, 32, 32, 3)
     assert (ds.nb_fine, ds.nb_coarse) == (100, 20)
@@ -134,3 +136,28 @@ def test_cifar10_label_out_of_range_and_class_count(tmp_path):
     write_cifar10_archive(tmp_path, tamper=lambda name, batch: name == "batches.meta" and batch["label_names"].pop())
     with pytest.raises(DataError, match="meta names 9 classes.*10"):
         load_dataset("cifar10", str(tmp_path))
+
+
+class RunsACommand:
+    """What a hostile archive can pickle: unpickling it runs a shell command."""
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("member", ["meta", "train"])
+@pytest.mark.parametrize("extracted", [False, True])
+def test_an_archive_that_pickles_code_is_refused_and_the_code_never_runs(tmp_path, member, extracted):
+    marker = tmp_path / "command_ran"
+    path = write_cifar100_archive(tmp_path / "ml_req", tamper=lambda name, batch: name == member and batch.update(
+        extra=RunsACommand(marker)))
+    if extracted:
+        with tarfile.open(path) as tar:
+            tar.extractall(tmp_path / "ml_req", filter="data")
+        os.remove(path)
+    with pytest.raises(DataError, match=r"calls posix\.system, which was refused") as error:
+        load_dataset("cifar100", str(tmp_path / "ml_req"))
+    assert not marker.exists()
+    assert "\n" not in str(error.value) and "download" in str(error.value)
