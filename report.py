@@ -41,6 +41,34 @@ KEY_HYPERPARAMETERS = [("optimizer", "opt", "{}"), ("lr_rate_mult", "lr_mult", "
                        ("conv_hiddn_units_mult", "width", "{:.2f}"), ("use_BN", "BN", "{}")]
 
 
+def is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# The values the report computes with or formats, by key, and what each must be (absent or null is fine).
+RESULT_TYPES = {
+    **dict.fromkeys(["fine_best_accuracy", "coarse_best_accuracy", "fine_test_accuracy", "coarse_test_accuracy",
+                     "train_time_s"], ("a number", is_number)),
+    "trial_id": ("a whole number", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    **dict.fromkeys(["model_name", "dataset", "error"], ("a string", lambda v: isinstance(v, str))),
+    **dict.fromkeys(["space", "history"], ("an object", lambda v: isinstance(v, dict))),
+}
+
+
+def wrong_type(result):
+    """Why the report cannot use a result (a value of the wrong type would crash it), or None."""
+    for key, (kind, ok) in RESULT_TYPES.items():
+        if result.get(key) is not None and not ok(result[key]):
+            return f"{key} is not {kind}"
+    space = result.get("space") or {}
+    for key, _, spec in KEY_HYPERPARAMETERS:
+        if spec != "{}" and space.get(key) is not None and not isinstance(space[key], (int, float)):
+            return f"space.{key} is not a number"  # the leaderboard formats it as one
+    if not isinstance((result.get("history") or {}).get("loss", []), list):
+        return "history.loss is not a list"
+    return None
+
+
 def row(result, trial=None, finished_at=0.0):
     """One model of the report, from a result dict of this repo or of the classic one."""
     ok = result.get("status") == "ok"
@@ -76,6 +104,9 @@ def read_result_files(results_dir):
                 raise ValueError("not a JSON object")
         except (OSError, ValueError) as e:
             unreadable.append(f"{os.path.basename(path)} ({type(e).__name__})")
+            continue
+        if why := wrong_type(result):
+            unreadable.append(f"{os.path.basename(path)} ({why})")
             continue
         result.setdefault("model_name", os.path.basename(path)[:-len(".txt.json")])
         r = rows[result["model_name"]] = row(result, finished_at=os.path.getmtime(path))

@@ -250,3 +250,36 @@ def test_tensorboard_without_tensorflow_is_one_message_and_training_goes_on(tmp_
     assert '"keras_backend": "jax"' in out.stdout and not (tmp_path / "TensorBoard").exists()
     [path] = (tmp_path / "results").glob("model_*.txt.json")
     assert os.path.exists(tmp_path / json.loads(path.read_text())["model_file"])
+
+
+WRONG_TYPES = {  # result file: (what it holds instead of a good result, why the report skips it)
+    "model_0.9000_acc.txt.json": ({"fine_best_accuracy": "high"}, "fine_best_accuracy is not a number"),
+    "model_0.8000_test.txt.json": ({"fine_test_accuracy": [0.8]}, "fine_test_accuracy is not a number"),
+    "model_0.7000_batch.txt.json": ({"space": dict(SMALL, batch_size="32")}, "space.batch_size is not a number"),
+    "model_0.6000_list.txt.json": ({"space": [1, 2]}, "space is not an object"),
+    "model_0.5000_hist.txt.json": ({"history": {"loss": 3}}, "history.loss is not a list"),
+    "model_0.4000_time.txt.json": ({"train_time_s": "1 h"}, "train_time_s is not a number"),
+    "model_0.3000_trial.txt.json": ({"trial_id": "3"}, "trial_id is not a whole number"),
+    "model_0.2000_name.txt.json": ({"model_name": 5}, "model_name is not a string"),
+    "failed_error.txt.json": ({"status": "fail", "error": {"type": "OOM"}}, "error is not a string"),
+}
+
+
+def test_result_files_of_the_wrong_types_are_skipped_with_their_reason(tmp_path, capsys):
+    import report
+
+    results = tmp_path / "results"
+    results.mkdir()
+    good = dict(classic_result(0.5, SMALL, 3), model_name="model_0.5000_good")
+    (results / "model_0.5000_good.txt.json").write_text(json.dumps(good))
+    for name, (change, _) in WRONG_TYPES.items():
+        (results / name).write_text(json.dumps({**good, "model_name": name[:-len(".txt.json")], **change}))
+    (results / "model_0.1000_array.txt.json").write_text(json.dumps([good]))
+
+    rows, unreadable = report.read_result_files(str(results))
+    assert list(rows) == ["model_0.5000_good"]
+    assert sorted(unreadable) == sorted([f"{name} ({why})" for name, (_, why) in WRONG_TYPES.items()]
+                                        + ["model_0.1000_array.txt.json (ValueError)"])
+    assert report.main(["--results-dir", str(results), "--trials-file", str(tmp_path / "none.pkl")]) == 0
+    out = capsys.readouterr().out
+    assert "1 models, 1 ok" in out and "10 unreadable result files skipped: " in out
