@@ -115,8 +115,13 @@ def read_result_files(results_dir):
 
 
 def add_trials(trials, rows):
-    """Add the finished trials of a hyperopt Trials (local or MongoDB) to rows; return how many are unfinished."""
-    unfinished = 0
+    """Add the finished trials of a hyperopt Trials (local or MongoDB) to rows.
+
+    Returns how many trials are unfinished, and the result files dropped as orphans: a kill between
+    a trial's result file and the save of the trials re-runs that trial (same trial id, new model
+    name), so a file of a finished trial under another name than the trial's is the same trial again.
+    """
+    unfinished, names = 0, {}
     for t in trials.trials:
         if t["state"] == JOB_STATE_ERROR:  # the objective raised (it catches its own failures, so rarely)
             result = {"status": "fail", "model_name": f"trial_{t['tid']}_error", "error": str(t["misc"].get("error"))}
@@ -128,7 +133,9 @@ def add_trials(trials, rows):
         done = t.get("refresh_time")
         r = row(result, trial=t["tid"], finished_at=done.timestamp() if done else 0.0)
         rows.setdefault(r["name"], r)["trial"] = t["tid"]  # a result file of the same model is the same model
-    return unfinished
+        names[t["tid"]] = r["name"]
+    orphans = [name for name, r in rows.items() if r["file"] and r["trial"] in names and names[r["trial"]] != name]
+    return unfinished, [os.path.basename(rows.pop(name)["file"]) for name in orphans]
 
 
 def run_order(r):
@@ -333,7 +340,7 @@ def main(argv=None):
     elif os.path.exists(args.trials_file):
         trials = load_trials(args.trials_file, "pass --trials-file, or move it away to report on the result files alone")
         sources.append(args.trials_file)
-    unfinished = add_trials(trials, rows) if trials is not None else 0
+    unfinished, orphans = add_trials(trials, rows) if trials is not None else (0, [])
     rows = list(rows.values())
     if not rows:
         sys.exit(f"error: no results in {' nor '.join(sources)}: run hyperopt_optimize.py first, "
@@ -345,6 +352,9 @@ def main(argv=None):
           f"{counts['failed']} failed" + (f"; {unfinished} trials queued or running" if unfinished else ""))
     if unreadable:
         print(f"{len(unreadable)} unreadable result files skipped: {', '.join(unreadable[:5])}")
+    if orphans:
+        print(f"{len(orphans)} result files of interrupted runs not counted (their trial ran again, saved in the "
+              f"trials): {', '.join(orphans[:5])}")
     if counts["failed"]:
         errors = collections.Counter((r["error"] or "unknown").split(":")[0] for r in rows if r["status"] == "failed")
         print("Failed: " + ", ".join(f"{n} {error}" for error, n in errors.most_common()))

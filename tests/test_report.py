@@ -283,3 +283,36 @@ def test_result_files_of_the_wrong_types_are_skipped_with_their_reason(tmp_path,
     assert report.main(["--results-dir", str(results), "--trials-file", str(tmp_path / "none.pkl")]) == 0
     out = capsys.readouterr().out
     assert "1 models, 1 ok" in out and "10 unreadable result files skipped: " in out
+
+
+def test_a_trial_that_ran_again_after_a_kill_is_counted_once(tmp_path, capsys):
+    """A kill between a trial's result file and the save of results.pkl re-runs the trial on resume: same trial
+    id, new model name. The first file is an orphan of that trial; a file whose trial never got saved still counts."""
+    import report
+
+    names = iter(["model_0.3000_aaaa", "model_0.4000_bbbb", "model_0.5000_cccc"])
+
+    def objective(hype_space):
+        name = next(names)
+        return {"status": STATUS_OK, "loss": -float(name[6:12]), "fine_best_accuracy": float(name[6:12]),
+                "model_name": name, "space": hype_space}
+    trials = Trials()
+    fmin(objective, space, algo=rand.suggest, trials=trials, max_evals=3, show_progressbar=False,
+         rstate=np.random.default_rng(0))
+    (tmp_path / "results.pkl").write_bytes(pickle.dumps(trials))
+    results = tmp_path / "results"
+    results.mkdir()
+    files = {t["result"]["model_name"]: t["tid"] for t in trials.trials}
+    files.update({"model_0.9000_dead": 1,  # trial 1's first run, killed before results.pkl was saved
+                  "model_0.2000_last": 3})  # trial 3, killed before results.pkl was saved, not resumed
+    for name, tid in files.items():
+        result = dict(classic_result(float(name[6:12]), SMALL, 3), model_name=name, trial_id=tid)
+        (results / f"{name}.txt.json").write_text(json.dumps(result))
+
+    assert report.main(["--results-dir", str(results), "--trials-file", str(tmp_path / "results.pkl")]) == 0
+    out = capsys.readouterr().out
+    assert "results.pkl: 4 models, 4 ok" in out
+    assert ("1 result files of interrupted runs not counted (their trial ran again, saved in the trials): "
+            "model_0.9000_dead.txt.json") in out
+    assert [(r[1], r[-1]) for r in leaderboard_rows(out)] == [
+        ("3", "model_0.5000_cccc"), ("2", "model_0.4000_bbbb"), ("1", "model_0.3000_aaaa"), ("4", "model_0.2000_last")]
