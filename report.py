@@ -31,7 +31,7 @@ import pandas as pd  # noqa: E402
 from hyperopt.base import JOB_STATE_DONE, JOB_STATE_ERROR  # noqa: E402
 
 import mongo_search  # noqa: E402
-from utils import load_trials  # noqa: E402
+from utils import load_trials, remove_stale_temporaries  # noqa: E402
 
 ACCURACY = "val fine accuracy"
 # The leaderboard's hyperparameter columns: (space key, title, format).
@@ -331,6 +331,9 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    stale = remove_stale_temporaries(args.results_dir)
+    if stale:
+        print(f"Removed {len(stale)} temporary files left by writes killed midway: {', '.join(stale[:5])}")
     rows, unreadable = read_result_files(args.results_dir)
     sources = [f"{args.results_dir}/"]
     trials = None

@@ -5,6 +5,7 @@ import os
 import pickle
 import sys
 import tempfile
+import time
 
 from hyperopt import Trials
 
@@ -30,6 +31,24 @@ def atomic_write(path, write, mode="w"):
     except BaseException:
         os.remove(tmp)
         raise
+
+
+def remove_stale_temporaries(folder, older_than_s=1800):
+    """Remove the .tmp_* files atomic_write left in folder when killed mid-write (SIGKILL skips its cleanup).
+
+    Only those untouched for older_than_s: a write takes seconds, so a concurrent writer's file is never
+    removed. Returns the names removed.
+    """
+    removed = []
+    now = time.time()
+    for path in sorted(glob.glob(os.path.join(glob.escape(folder), ".tmp_*"))):
+        try:
+            if os.path.isfile(path) and not os.path.islink(path) and now - os.path.getmtime(path) > older_than_s:
+                os.remove(path)
+                removed.append(os.path.basename(path))
+        except OSError:  # removed by another cleaner meanwhile, or a folder we may not write to: leave it
+            continue
+    return removed
 
 
 def save_json_result(model_name, result, results_dir=RESULTS_DIR):
