@@ -339,3 +339,26 @@ def test_stale_temporaries_of_killed_writes_are_removed_and_fresh_ones_kept(tmp_
         ".tmp_writing_now.txt.json", "model_0.5000_good.txt.json", "old_but_not_temporary.txt"]
     os.utime(results / ".tmp_writing_now.txt.json", (hour_ago + 3000, hour_ago + 3000))  # 10 minutes ago
     assert remove_stale_temporaries(str(results), older_than_s=300) == [".tmp_writing_now.txt.json"]
+
+
+def test_the_best_hyperspace_skips_corrupt_and_badly_named_files(tmp_path, capsys):
+    from utils import load_best_hyperspace, load_best_result
+
+    skipped = {"model_0.9900_cut.txt.json": '{"space": {"batch_size": 3',
+               "model_0.9800_nospace.txt.json": json.dumps({"status": "ok", "fine_best_accuracy": 0.98}),
+               "model_0.9700_listspace.txt.json": json.dumps({"space": [1, 2]}),
+               "model_0.9600_array.txt.json": json.dumps([{"space": SMALL}]),
+               "model_high_x.txt.json": json.dumps({"space": SMALL}),
+               "model_.txt.json": json.dumps({"space": SMALL}),
+               "model_nan_x.txt.json": json.dumps({"space": SMALL})}
+    for name, text in skipped.items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "model_0.5000_good.txt.json").write_text(json.dumps({"space": SMALL, "model_name": "good"}))
+    (tmp_path / "model_0.4000_worse.txt.json").write_text(json.dumps({"space": {}, "model_name": "worse"}))
+
+    assert load_best_hyperspace(str(tmp_path)) == SMALL
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == len(skipped) and all(line.startswith("warning: skipped ") for line in lines)
+    assert sorted(next(name for name in skipped if name in line) for line in lines) == sorted(skipped)
+    assert load_best_result(str(tmp_path))["model_name"] == "good"
+    assert load_best_result(str(tmp_path / "absent")) is None
