@@ -14,7 +14,7 @@ from hyperopt import STATUS_FAIL, STATUS_OK, Trials, fmin, rand
 from hyperopt.pyll import stochastic
 from PIL import Image
 
-from conftest import ROOT, needs_graphviz, write_cifar100_archive
+from conftest import ROOT, classic_result, needs_graphviz, write_cifar100_archive
 from search_space import space
 
 FIGURES = ["hyperparameters_scatter_matrix.png", "accuracy_vs_hyperparameters.png", "search_history.png"]
@@ -45,16 +45,6 @@ def leaderboard_rows(stdout):
     lines = stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["rank", "trial"]) + 1
     return [line.split() for line in itertools.takewhile(lambda line: line[:5].strip().isdigit(), lines[start:])]
-
-
-def classic_result(accuracy, hype_space, epochs):
-    """A result as the classic repo wrote it: its keys only, Keras 2 history names, no test accuracy, no time."""
-    curve = list(np.linspace(0.01, accuracy, epochs))
-    return {"coarse_best_accuracy": accuracy + 0.1, "coarse_best_loss": 1.0, "coarse_end_accuracy": accuracy + 0.09,
-            "coarse_end_loss": 1.1, "fine_best_accuracy": accuracy, "fine_best_loss": 1.5,
-            "fine_end_accuracy": accuracy - 0.01, "fine_end_loss": 1.6, "loss": -accuracy, "real_loss": 2.5,
-            "history": {"val_fine_outputs_acc": curve, "fine_outputs_acc": curve, "loss": curve},
-            "space": hype_space, "status": "ok"}
 
 
 def test_report_on_classic_result_files(tmp_path):
