@@ -9,7 +9,8 @@ It reads every result file in the results folder (this repo's and the classic re
 trials, prints the leaderboard, and writes into the results folder:
     hyperparameters_scatter_matrix.png  every numeric hyperparameter and the accuracy, pairwise
     accuracy_vs_hyperparameters.png     the accuracy against each hyperparameter, one panel each
-    search_history.png                  the accuracy of each trial in the order they ran, and the best so far
+    search_history.png                  the accuracy of each trial in the order they ran, and the best so far;
+                                        below, the epochs each ran, and the epoch where pruning stopped it
 "Accuracy" is the best validation fine accuracy of a model, what the search maximizes. Each file is
 read once and Keras is not imported (unless --models), so thousands of result files take seconds.
 """
@@ -48,7 +49,7 @@ def is_number(value):
 # The values the report computes with or formats, by key, and what each must be (absent or null is fine).
 RESULT_TYPES = {
     **dict.fromkeys(["fine_best_accuracy", "coarse_best_accuracy", "fine_test_accuracy", "coarse_test_accuracy",
-                     "train_time_s"], ("a number", is_number)),
+                     "train_time_s", "epochs_run", "epochs_budget"], ("a number", is_number)),
     "trial_id": ("a whole number", lambda v: isinstance(v, int) and not isinstance(v, bool)),
     **dict.fromkeys(["model_name", "dataset", "error"], ("a string", lambda v: isinstance(v, str))),
     **dict.fromkeys(["space", "history"], ("an object", lambda v: isinstance(v, dict))),
@@ -84,6 +85,7 @@ def row(result, trial=None, finished_at=0.0):
         "test_coarse": result.get("coarse_test_accuracy"),
         "epochs": epochs,
         "pruned_at": result.get("pruned_at_epoch") or epochs if pruned else None,
+        "budget": result.get("epochs_budget") if is_number(result.get("epochs_budget")) else None,
         "time_s": result.get("train_time_s"),
         "space": result.get("space") or {},
         "dataset": result.get("dataset", "cifar100"),
@@ -257,11 +259,19 @@ def plot_accuracy_vs_hyperparameters(frame, trial_rank, path):
     return save_figure(fig, path, dpi=72)
 
 
+def pruning_savings(rows):
+    """(epochs trained, trials pruned, epochs pruning saved: their budgets less what they ran) of the finished rows."""
+    done = [r for r in rows if r["status"] != "failed" and r["epochs"] is not None]
+    pruned = [r for r in done if r["status"] == "pruned" and r["budget"] is not None]
+    return sum(r["epochs"] for r in done), len(pruned), sum(max(0, r["budget"] - r["epochs"]) for r in pruned)
+
+
 def plot_history(runs, path):
-    """The accuracy of each trial in the order they ran, and the best so far."""
+    """The accuracy of each trial in the order they ran, and the best so far; below, the epochs each trial
+    ran, and for a pruned trial the epoch where it was stopped (its budget dashed)."""
     x = np.arange(1, len(runs) + 1)
     accuracy = np.array([np.nan if r["val_fine"] is None else r["val_fine"] for r in runs])
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+    fig, (ax, below) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
     for status, style in (("ok", dict(color="tab:blue", marker="o")), ("pruned", dict(color="grey", marker="o")),
                           ("failed", dict(color="tab:red", marker="x"))):
         where = np.array([r["status"] == status for r in runs])
@@ -270,11 +280,28 @@ def plot_history(runs, path):
             ax.scatter(x[where], y, s=16, label=f"{status} ({where.sum()})", **style)
     ax.step(x, np.fmax.accumulate(accuracy), where="post", color="tab:orange", label="best so far")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("trial (in the order they ran)")
     ax.set_ylabel(ACCURACY)
     ax.set_title(f"Search history: {len(runs)} trials, best {np.nanmax(accuracy):.4f}")
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
+    epochs = np.array([r["epochs"] or 0 for r in runs])
+    pruned = np.array([r["status"] == "pruned" for r in runs])
+    below.bar(x[~pruned], epochs[~pruned], color="tab:blue", width=0.8, label="ran its budget")
+    if pruned.any():
+        budget = np.array([r["budget"] or r["epochs"] or 0 for r in runs])
+        below.bar(x[pruned], budget[pruned], color="none", edgecolor="grey", linestyle="--", width=0.8,
+                  label="budget")
+        below.bar(x[pruned], epochs[pruned], color="grey", width=0.8, label="stopped by pruning at that epoch")
+        for xi, e in zip(x[pruned], epochs[pruned]):
+            below.annotate(str(e), (xi, e), ha="center", va="bottom", fontsize=6)
+    trained, n_pruned, saved = pruning_savings(runs)
+    below.set_title(f"Epochs each trial ran: {trained} in all" +
+                    (f"; pruning stopped {n_pruned} trials, saving {saved} epochs" if n_pruned else ""), fontsize=9)
+    below.set_xlabel("trial (in the order they ran)")
+    below.set_ylabel("epochs")
+    below.yaxis.set_major_locator(MaxNLocator(integer=True))
+    below.set_ylim(0, max(epochs.max(initial=0), max((r["budget"] or 0 for r in runs), default=0), 1) * 1.4)
+    below.legend(loc="upper left", fontsize=7, ncol=3)
     fig.tight_layout()
     return save_figure(fig, path, dpi=80)
 
@@ -346,6 +373,12 @@ def main(argv=None):
     lines, ranked = leaderboard(rows, args.top)
     print(f"{' and '.join(sources)}: {len(rows)} models, {counts['ok']} ok, {counts['pruned']} pruned, "
           f"{counts['failed']} failed" + (f"; {unfinished} trials queued or running" if unfinished else ""))
+    trained, n_pruned, saved = pruning_savings(rows)
+    if trained:
+        budgets = trained + saved
+        print(f"Epochs trained: {trained}" + (f"; pruning stopped {n_pruned} trials early and saved {saved} epochs "
+                                              f"({saved / budgets:.1%} of their budgets' {budgets})" if n_pruned else
+                                              "; none pruned"))
     if unreadable:
         print(f"{len(unreadable)} unreadable result files skipped: {', '.join(unreadable[:5])}")
     if orphans:

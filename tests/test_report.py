@@ -95,7 +95,8 @@ def fake_trial(hype_space):
     accuracy = 0.1 + 0.1 * i
     return {"status": STATUS_OK, "loss": -accuracy, "fine_best_accuracy": accuracy, "coarse_best_accuracy": 0.5,
             "fine_test_accuracy": accuracy - 0.01, "coarse_test_accuracy": 0.49, "epochs_run": 3 if i == 5 else 10,
-            "train_time_s": 60.0, "model_name": f"model_{accuracy:.4f}_{i}", "space": hype_space, "trial_id": i,
+            "epochs_budget": 10, "train_time_s": 60.0, "model_name": f"model_{accuracy:.4f}_{i}", "space": hype_space,
+            "trial_id": i,
             **({"pruned": True, "pruned_at_epoch": 3} if i == 5 else {})}
 
 
@@ -117,7 +118,9 @@ def test_report_merges_the_trials_file_with_the_result_files(tmp_path):
     assert [(r[1], r[2], r[4]) for r in rows] == [("6", "0.6000", "0.5900"), ("4", "0.4000", "0.3900"),
                                                   ("3", "0.3000", "0.2900"), ("2", "0.2000", "0.1900"),
                                                   ("1", "0.1000", "0.0900")]
-    assert rows[0][6:8] == ["3", "pruned"]
+    assert rows[0][6:8] == ["3", "pruned"] and rows[1][6] == "10"
+    assert "Epochs trained: 43; pruning stopped 1 trials early and saved 7 epochs (14.0% of their budgets' 50)" \
+        in out.stdout
     assert "python3 train.py --space results/model_0.6000_5.txt.json" not in out.stdout  # pkl only: no file
     assert "Best: " not in out.stdout
     for name in FIGURES:
