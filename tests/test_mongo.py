@@ -165,6 +165,26 @@ def test_driver_and_two_workers_run_four_trials(tmp_path, mongo_url, jobs, proce
 
 
 @pytest.mark.slow
+def test_asha_search_on_two_workers_runs_end_to_end(tmp_path, mongo_url, jobs, processes):
+    write_cifar100_archive(tmp_path / "ml_req")
+    workers = [worker(processes, f"worker{i}", mongo_url) for i in (1, 2)]
+    out = finish(driver(processes, "driver", mongo_url, "--max-evals", "4", "--epochs", "2", "--prune", "asha",
+                        "--prune-eta", "2"))  # one rung, at epoch 1: the top half of the trials there go on
+
+    docs, files = check_every_trial_done_once(jobs, tmp_path, 4)
+    assert all(output(w).count("Hyperspace:") >= 1 for w in workers)
+    first_epoch = {r["trial_id"]: r["history"]["val_fine_outputs_accuracy"][0] for r in files.values()}
+    for r in files.values():
+        assert (r["epochs_budget"], r["epochs_run"]) == (2, 1 if r["pruned"] else 2)
+        if r["pruned"]:  # stopped at the rung: some other trial was ahead there
+            assert r["pruned_at_epoch"] == 1 and r["loss"] == -first_epoch[r["trial_id"]]
+            assert any(a > first_epoch[r["trial_id"]] for tid, a in first_epoch.items() if tid != r["trial_id"])
+    done = [line for line in out.splitlines() if line.startswith("Trial ") and " done (" in line]
+    assert len(done) == 4 and sum(r["pruned"] for r in files.values()) == sum("(pruned at epoch 1)" in line
+                                                                               for line in done)
+
+
+@pytest.mark.slow
 def test_lost_and_stopped_workers_trials_are_requeued_and_finished(tmp_path, mongo_url, jobs, processes):
     # Trials long enough (3 epochs on 900 images) to be signalled while they train, even on a busy machine.
     write_cifar100_archive(tmp_path / "ml_req", train_per_class=10)
