@@ -36,18 +36,20 @@ def accuracy_by(result, epoch):
     return max(accuracy[:epoch]) if len(accuracy) >= epoch else None
 
 
-def best_by_epoch(trials, epoch):
+def best_by_epoch(trials, epoch, count_pruned=False):
     """Best validation fine accuracy within their first `epoch` epochs, of the finished trials that ran to the end.
 
     Pruned trials do not count: they are the trials that were behind, and counting them for the
     epochs they ran pulls the median down, so that fewer trials are pruned (the median stopping
-    rule of Vizier, and Optuna's MedianPruner, compare with completed trials only).
+    rule of Vizier, and Optuna's MedianPruner, compare with completed trials only). count_pruned=True
+    counts them, as this rule did before (bench/search_efficiency.py replays both).
     """
     trials.refresh()  # MongoTrials: read what the other workers finished; local Trials: cheap
     reached = []
     for trial in trials.trials:
         result = trial["result"]
-        if trial["state"] == JOB_STATE_DONE and result.get("status") == STATUS_OK and not result.get("pruned"):
+        if trial["state"] == JOB_STATE_DONE and result.get("status") == STATUS_OK and (
+                count_pruned or not result.get("pruned")):
             accuracy = accuracy_by(result, epoch)
             if accuracy is not None:
                 reached.append(accuracy)
@@ -62,9 +64,9 @@ class MedianStoppingRule(keras.callbacks.Callback):
     Pruned trials do not count (best_by_epoch). The trial keeps its honest (low) loss for TPE.
     """
 
-    def __init__(self, trials, epochs_budget):
+    def __init__(self, trials, epochs_budget, count_pruned=False):
         super().__init__()
-        self.trials, self.epochs_budget = trials, epochs_budget
+        self.trials, self.epochs_budget, self.count_pruned = trials, epochs_budget, count_pruned
         self.best, self.pruned_at_epoch = -1.0, None
 
     def on_epoch_end(self, epoch, logs=None):
@@ -73,7 +75,7 @@ class MedianStoppingRule(keras.callbacks.Callback):
         if done < prune_warmup(self.epochs_budget) or done >= self.epochs_budget:
             return  # still warming up, or the last epoch, where stopping saves nothing
         try:
-            reached = best_by_epoch(self.trials, done)
+            reached = best_by_epoch(self.trials, done, self.count_pruned)
         except Exception as e:  # noqa: BLE001 -- an unreachable database must not fail the trial: train on
             print(f"Pruning skipped at epoch {done}: cannot read the finished trials ({type(e).__name__}: {e})")
             return

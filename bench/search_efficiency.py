@@ -3,6 +3,7 @@ then every rule, ours and Optuna's pruners, replayed on the learning curves of t
 
     python3 bench/search_efficiency.py --data-dir ml_req      # the full run (bench/README.md quotes it)
     python3 bench/search_efficiency.py --quick --data-dir DIR # tiny, checks that it runs (CI)
+    python3 bench/search_efficiency.py --replay-from WORK     # replay only, on a run kept with --work-dir WORK
 
 It cuts a subset of real CIFAR-100 (every tenth fine class by default, the first training images of
 each) into a temporary archive in the official format, then runs the real driver,
@@ -146,8 +147,9 @@ class _Model:
     stop_training = False
 
 
-def replay_ours(prune, curves, args):
-    """Epochs each trial runs under our rule (pruning.stopping_rules), judging against the trials before it."""
+def replay_ours(prune, curves, args, make_rules=None):
+    """Epochs each trial runs under our rule (pruning.stopping_rules, or make_rules(trials, tid)), judging
+    against the trials before it."""
     from hyperopt import JOB_STATE_DONE, JOB_STATE_RUNNING, STATUS_OK, Trials
 
     from pruning import stopping_rules
@@ -155,6 +157,7 @@ def replay_ours(prune, curves, args):
 
     settings = dict(DEFAULT_SETTINGS, prune=prune, epochs=args.epochs, prune_eta=args.eta,
                     prune_min_epochs=args.min_epochs)
+    make_rules = make_rules or (lambda trials, tid: stopping_rules(settings, trials, tid))
     trials, ran = Trials(), []
     for curve in curves:
         if curve is None:
@@ -166,7 +169,7 @@ def replay_ours(prune, curves, args):
         doc["state"] = JOB_STATE_RUNNING
         trials.insert_trial_docs([doc])
         trials.refresh()
-        rules, model = stopping_rules(settings, trials, tid), _Model()
+        rules, model = make_rules(trials, tid), _Model()
         epochs = 0
         for epoch, accuracy in enumerate(curve):
             epochs = epoch + 1
@@ -248,6 +251,33 @@ def check_replay(prune, real_trials, none_trials, args):
     return lines
 
 
+def print_replays(none_trials, real_trials, args):
+    """The replay table on the none search's curves, and the check of each rule that ran for real."""
+    from pruning import MedianStoppingRule
+
+    curves = curves_of(none_trials)
+    none_epochs = sum(len(c) for c in curves if c)
+    none_best = max(max(c) for c in curves if c)
+    former = lambda trials, tid: [MedianStoppingRule(trials, args.epochs, count_pruned=True)]  # noqa: E731
+    replays = {"none": [len(c) if c else None for c in curves],
+               "median (ours)": replay_ours("median", curves, args),
+               "median, pruned trials counted (ours before)": replay_ours("median", curves, args, former),
+               f"asha (ours, eta {args.eta})": replay_ours("asha", curves, args)}
+    replays.update({name: replay_optuna(pruner, curves) for name, pruner in optuna_pruners(args).items()})
+    print(f"\nReplay on the none search's curves ({sum(c is not None for c in curves)} trials in order):")
+    width = max(map(len, replays))
+    print(f"{'rule':<{width}} {'epochs':>6} {'saved':>6} {'best val acc':>12} {'vs none':>8}")
+    for name, ran in replays.items():
+        r = replay_row(curves, ran)
+        print(f"{name:<{width}} {r['epochs']:>6} {1 - r['epochs'] / none_epochs:>6.1%} {r['best']:>12.4f} "
+              f"{r['best'] - none_best:>+8.4f}")
+    if real_trials:
+        print("\nReplay check against the real runs:")
+    for prune, trials in real_trials.items():
+        for line in check_replay(prune, trials, none_trials, args):
+            print(line)
+
+
 def fmt_seconds(s):
     return "never" if s is None else f"{s:.0f}"
 
@@ -272,7 +302,22 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0, help="seed of every search (default %(default)s)")
     p.add_argument("--work-dir", help="keep the subset, logs and results here (default: a temporary folder)")
     p.add_argument("--quick", action="store_true", help="6 trials of 3 epochs on 10 x 20 images (for CI)")
+    p.add_argument("--replay-from", metavar="WORK",
+                   help="run no search: replay the rules on the curves of an earlier run's --work-dir (its "
+                        "none/results.pkl), in seconds, and check them against its median and asha runs; give "
+                        "that run's --epochs, --eta and --min-epochs")
     args = p.parse_args(argv)
+    if args.replay_from:
+        loaded = {}
+        for prune in RULES:
+            path = os.path.join(args.replay_from, prune, "results.pkl")
+            if os.path.exists(path):
+                with open(path, "rb") as f:
+                    loaded[prune] = pickle.load(f).trials
+        if "none" not in loaded:
+            sys.exit(f"error: no none/results.pkl in {args.replay_from}")
+        print_replays(loaded.pop("none"), loaded, args)
+        return 0
     if args.quick:
         args.trials, args.epochs, args.classes = 6, 3, 10
         args.train_per_class, args.val_per_class, args.test_per_class = 20, 2, 2
@@ -319,23 +364,7 @@ def main(argv=None):
               f"less wall time, best validation accuracy {diff:+.4f} "
               f"({'equal' if diff == 0 else 'better' if diff > 0 else 'worse'}).")
 
-    none_trials = runs["none"][0]
-    curves = curves_of(none_trials)
-    replays = {"none": [len(c) if c else None for c in curves],
-               "median (ours)": replay_ours("median", curves, args),
-               f"asha (ours, eta {args.eta})": replay_ours("asha", curves, args)}
-    replays.update({name: replay_optuna(pruner, curves) for name, pruner in optuna_pruners(args).items()})
-    print(f"\nReplay on the none search's curves ({sum(c is not None for c in curves)} trials in order):")
-    width = max(map(len, replays))
-    print(f"{'rule':<{width}} {'epochs':>6} {'saved':>6} {'best val acc':>12} {'vs none':>8}")
-    for name, ran in replays.items():
-        r = replay_row(curves, ran)
-        print(f"{name:<{width}} {r['epochs']:>6} {1 - r['epochs'] / none['epochs']:>6.1%} {r['best']:>12.4f} "
-              f"{r['best'] - none['best']:>+8.4f}")
-    print("\nReplay check against the real runs:")
-    for prune in RULES[1:]:
-        for line in check_replay(prune, runs[prune][0], none_trials, args):
-            print(line)
+    print_replays(runs["none"][0], {prune: runs[prune][0] for prune in RULES[1:]}, args)
     return 0
 
 

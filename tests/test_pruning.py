@@ -39,6 +39,7 @@ def test_best_by_epoch_refreshes_and_reads_only_trials_that_ran_to_the_end():
     assert trials.trials == []  # nothing seen before a refresh, as with MongoTrials
     assert sorted(best_by_epoch(trials, 1)) == [0.05, 0.1]
     assert sorted(best_by_epoch(trials, 3)) == [0.25, 0.3]
+    assert sorted(best_by_epoch(trials, 2, count_pruned=True)) == [0.2, 0.3, 0.4]  # the rule before
 
 
 def test_asha_rungs_are_min_epochs_times_powers_of_eta_below_the_budget():
