@@ -28,7 +28,8 @@ def test_search_efficiency_quick_runs_every_rule_and_replays_them(tmp_path):
     out = run([sys.executable, os.path.join(ROOT, "bench", "search_efficiency.py"), "--quick",
                "--data-dir", str(tmp_path / "ml_req"), "--work-dir", str(tmp_path / "work")], tmp_path)
     assert out.returncode == 0, out.stderr
-    (none,), (median,), (asha,) = (table_rows(out.stdout, rule) for rule in ("none", "median", "asha"))
+    runs = out.stdout.split("Replay on the none search's curves")[0]  # the real runs' table (the replay's follows)
+    (none,), (median,), (asha,) = (table_rows(runs, rule) for rule in ("none", "median", "asha"))
     assert none[1] == median[1] == asha[1] == "6" and none[2] == "0"  # trials; nothing pruned without pruning
     assert int(none[4]) == 3 * (6 - int(none[3]))  # every finished trial ran its 3 epochs
     assert int(median[4]) <= int(none[4]) and int(asha[4]) <= int(none[4])
@@ -37,8 +38,8 @@ def test_search_efficiency_quick_runs_every_rule_and_replays_them(tmp_path):
     assert (tmp_path / "work" / "asha.log").exists() and (tmp_path / "work" / "none" / "results.pkl").exists()
     # The replay table: every rule, ours and Optuna's; and the replays of the real runs match them.
     replayed = [line for line in out.stdout.split("Replay on the none search's curves")[1].splitlines()
-                if line.startswith(("median (ours)", "asha (ours", "optuna "))]
-    assert len(replayed) == 5
+                if line.startswith(("median (ours)", "median, pruned", "asha (ours", "optuna "))]
+    assert len(replayed) == 6
     checks = [line for line in out.stdout.splitlines() if line.startswith(("median: replayed", "asha: replayed"))]
     assert len(checks) == 4 and all("(same:" in line for line in checks), checks
     # The pruned searches, trial by trial.
