@@ -174,9 +174,25 @@ def build_model(hype_space, nb_fine=100, nb_coarse=20, input_dtype="uint8", comp
             optimizer=OPTIMIZERS[hype_space["optimizer"]](learning_rate=STARTING_LR * hype_space["lr_rate_mult"]),
             loss={name: "sparse_categorical_crossentropy" for name in outputs},  # integer labels, no one-hot copies
             loss_weights=loss_weights,
-            metrics={name: ["accuracy"] for name in outputs},
+            metrics=head_metrics(outputs),
         )
     return model
+
+
+def head_metrics(outputs):
+    """Accuracy of each head, logged as <head>_accuracy and val_<head>_accuracy with one head as with two.
+
+    With two outputs Keras 3 prefixes each metric with its output's name and logs each head's loss
+    (<head>_loss); with one it does neither (accuracy, val_accuracy), and every reader of the fine metrics
+    (KeepBestWeights, pruning.METRIC, the result keys, report.py) would miss them on CIFAR-10. So a single
+    head gets its metrics named explicitly, its loss included: the same unweighted cross-entropy, without
+    the L2 terms, that Keras logs per head when there are two.
+    """
+    if len(outputs) > 1:
+        return {name: ["accuracy"] for name in outputs}
+    (name,) = outputs
+    return {name: [keras.metrics.SparseCategoricalAccuracy(name=f"{name}_accuracy"),
+                   keras.metrics.SparseCategoricalCrossentropy(name=f"{name}_loss")]}
 
 
 def draw_model(hype_space, path, dataset="cifar100"):
