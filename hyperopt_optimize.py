@@ -18,6 +18,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # before Keras loads TensorFlow: no start-up INFO lines
 
+import filelock  # noqa: E402
 import numpy as np  # noqa: E402
 from hyperopt import fmin, tpe  # noqa: E402
 from hyperopt.base import JOB_STATE_DONE  # noqa: E402
@@ -30,7 +31,8 @@ from neural_net import try_draw_model  # noqa: E402
 from objective import make_objective  # noqa: E402
 from search_space import space  # noqa: E402
 from settings import add_pruning_options, add_training_options, positive_float, positive_int, settings_from  # noqa: E402
-from utils import best_result, describe, duration, load_trials, save_trials  # noqa: E402
+from utils import (best_result, check_writable_or_exit, describe, duration, load_trials,  # noqa: E402
+                   save_json_result, save_trials, trials_lock)
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -82,6 +84,36 @@ def run_search(args):
     if args.mongo:
         return run_mongo_search(args)
     settings = settings_from(args)
+    # Before any training: the folders it writes to, then the trials file, which one driver at a time uses.
+    check_writable_or_exit(args.results_dir, "the search writes its result files there: free space or fix the "
+                                             "folder, or pass --results-dir another folder")
+    check_writable_or_exit(os.path.dirname(args.trials_file), f"the search saves {args.trials_file} there: free "
+                                                              "space or fix the folder, or pass --trials-file")
+    lock = trials_lock(args.trials_file)
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        sys.exit(f"error: another search is running on {args.trials_file} (it holds {lock.lock_file}): wait for it "
+                 f"to end or stop it; to run a second search beside it, pass it another --trials-file")
+    try:
+        return run_local_search(args, settings)
+    finally:
+        lock.release()
+
+
+def write_missing_result(trials, trials_file, results_dir):
+    """The last saved trial's result file, written from results.pkl when a stop came between saving it and
+    writing the file (a kill, a full disk): every saved trial has its file, and every file is of a saved trial."""
+    result = trials.trials[-1]["result"] if trials.trials else {}
+    name = result.get("model_name")
+    if "trial_id" not in result or not name or os.path.exists(os.path.join(results_dir, name + ".txt.json")):
+        return  # nothing missing, or a result of the classic repo, which wrote its files itself
+    path = save_json_result(name, result, results_dir)
+    print(f"Trial {len(trials.trials)} was saved in {trials_file} but its result file was not written (the search "
+          f"stopped in between): wrote {path} from {trials_file}.")
+
+
+def run_local_search(args, settings):
     split = load_split_or_exit(settings)
     trials = load_trials(args.trials_file, "it was left untouched: move it away to start a new search, "
                                            "or pass --trials-file")
@@ -91,11 +123,15 @@ def run_search(args):
           f"({args.validation}), {args.epochs} epochs per trial.")
     print(f"Found {found} saved trials in {args.trials_file}; {todo} more will run.", flush=True)
 
-    objective = make_objective(settings)
+    # Each trial is saved to results.pkl first, then its result file is written: a stop in between leaves a
+    # trial without its file, written on resume, never a file of a trial that runs again.
+    objective = make_objective(settings, save_result=False)
     saved = found
+    n = found
     drawn = None  # the model_name of the best model drawn to model_best.png
     search_start = time.time()
     try:
+        write_missing_result(trials, args.trials_file, args.results_dir)
         while args.max_evals is None or len(trials.trials) < args.max_evals:
             n = len(trials.trials) + 1
             print(f"\n=== Trial {n}" + (f" of {args.max_evals}" if args.max_evals else "") + " ===", flush=True)
@@ -105,7 +141,9 @@ def run_search(args):
                      rstate=np.random.default_rng([args.seed, n]))  # a new stream per trial, also when resumed
             save_trials(trials, args.trials_file)
             saved = len(trials.trials)
-            print(f"Trial {n} took {time.time() - start:.0f} s, {describe(trials.trials[-1]['result'])}")
+            result = trials.trials[-1]["result"]
+            save_json_result(result["model_name"], result, args.results_dir)
+            print(f"Trial {n} took {time.time() - start:.0f} s, {describe(result)}")
             if args.max_evals and n < args.max_evals:
                 left = (time.time() - search_start) / (n - found) * (args.max_evals - n)
                 print(f"About {duration(left)} left for {args.max_evals - n} more trials")
@@ -114,8 +152,21 @@ def run_search(args):
         print(f"\nInterrupted. The {saved} finished trials are saved in "
               f"{args.trials_file}: run the same command again to resume.")
         return 130
+    except OSError as e:  # a write failed (a full disk): say what is saved, in one line
+        sys.exit(f"error: {e}. The search stopped: {what_is_saved(saved, n, args)}")
     print_best(trials, args.results_dir)
     return 0
+
+
+def what_is_saved(saved, n, args):
+    """What a search that stopped on a failed write at trial n has kept, and how to go on."""
+    trials = f"{saved} finished trial{'' if saved == 1 else 's'}"
+    if saved >= n:  # trial n is in results.pkl: its result file was not written
+        return (f"the {trials} are saved in {args.trials_file}, and their result files in {args.results_dir}/ but "
+                f"for trial {n}'s: free space, then run the same command again to resume; it writes that file "
+                f"from {args.trials_file}.")
+    return (f"trial {n} is lost; {args.trials_file} still holds the {trials} before it, and {args.results_dir}/ "
+            f"their result files: free space, then run the same command again to resume.")
 
 
 def run_mongo_search(args):

@@ -320,21 +320,25 @@ def tensorboard_callbacks(log_dir):
 
 def save_model_files(model, model_name, folder):
     """The trained model (.keras: architecture, weights, optimizer) and its weights alone (.weights.h5)."""
-    os.makedirs(folder, exist_ok=True)
     files = {"model_file": os.path.join(folder, model_name + ".keras"),
              "weights_file": os.path.join(folder, model_name + ".weights.h5")}
-    model.save(files["model_file"])
-    model.save_weights(files["weights_file"])
+    with atomic_file(files["model_file"]) as tmp:  # a full disk leaves no half model behind
+        model.save(tmp)
+    with atomic_file(files["weights_file"]) as tmp:
+        model.save_weights(tmp)
     return files
 
 
-def build_and_train(hype_space, settings=None, callbacks=(), trial_id=None, save_model=False):
+def build_and_train(hype_space, settings=None, callbacks=(), trial_id=None, save_model=False, save_result=True):
     """One trial: train, write results/<model_name>.txt.json, return the result.
 
     A failure of the trial itself (NaN loss, out of memory, a bad combination) is returned as
-    STATUS_FAIL with its error and traceback, so the search goes on. With settings["tensorboard"], the
-    epochs are logged to TensorBoard/running_<id>/, renamed TensorBoard/<model_name>/ at the end.
-    save_model=True also writes <model_name>.keras and <model_name>.weights.h5 beside the result file.
+    STATUS_FAIL with its error and traceback, so the search goes on; a failure to write a file (a full
+    disk) is not the trial's: its OSError, naming the file, is raised for the caller to say what was saved.
+    With settings["tensorboard"], the epochs are logged to TensorBoard/running_<id>/, renamed
+    TensorBoard/<model_name>/ at the end. save_model=True also writes <model_name>.keras and
+    <model_name>.weights.h5 beside the result file. save_result=False leaves the result file to the
+    caller (the local search writes it once results.pkl holds the trial: utils.save_json_result).
     """
     settings = {**DEFAULT_SETTINGS, **(settings or {})}
     run_id = uuid.uuid4().hex[:8]
@@ -346,18 +350,21 @@ def build_and_train(hype_space, settings=None, callbacks=(), trial_id=None, save
     keras.backend.clear_session()  # free the previous trial's graph and memory
     print("Hyperspace:", json.dumps(hype_space, sort_keys=True), flush=True)
     try:
-        result, model = train(hype_space, settings, callbacks)
-        result["model_name"] = f"model_{result['fine_best_accuracy']:.4f}_{run_id}"
-        if save_model:
+        try:
+            result, model = train(hype_space, settings, callbacks)
+            result["model_name"] = f"model_{result['fine_best_accuracy']:.4f}_{run_id}"
+        except Exception as e:  # noqa: BLE001 -- any failure of one trial must not stop the search
+            result, model = {"status": STATUS_FAIL, "model_name": f"failed_{run_id}", "space": hype_space,
+                             "error": f"{type(e).__name__}: {e}".strip()[:2000],
+                             "traceback": traceback.format_exc()}, None
+        if save_model and model is not None:
             result.update(save_model_files(model, result["model_name"], settings["results_dir"]))
-    except Exception as e:  # noqa: BLE001 -- any failure of one trial must not stop the search
-        result = {"status": STATUS_FAIL, "model_name": f"failed_{run_id}", "space": hype_space,
-                  "error": f"{type(e).__name__}: {e}".strip()[:2000], "traceback": traceback.format_exc()}
     finally:
         keras.backend.clear_session()
     result.update(recorded)
     if os.path.isdir(log_dir):  # the run shows in TensorBoard under the name of its result file
         result["tensorboard_dir"] = os.path.join(TENSORBOARD_DIR, result["model_name"])
         os.replace(log_dir, result["tensorboard_dir"])
-    save_json_result(result["model_name"], result, settings["results_dir"])
+    if save_result:
+        save_json_result(result["model_name"], result, settings["results_dir"])
     return result

@@ -15,17 +15,19 @@ from neural_net import build_and_train
 from pruning import stopping_rules
 
 
-def _objective(expr, memo, ctrl, settings):
+def _objective(expr, memo, ctrl, settings, save_result=True):
     """hyperopt passes the trial's ctrl: its id, and its view of the other trials (all workers' on MongoDB)."""
     hype_space = rec_eval(expr, memo=memo)
     callbacks = stopping_rules(settings, ctrl.trials)
     if isinstance(ctrl, MongoCtrl):
         callbacks.append(Heartbeat(ctrl))
-    return build_and_train(hype_space, settings, callbacks=callbacks, trial_id=ctrl.current_trial["tid"])
+    return build_and_train(hype_space, settings, callbacks=callbacks, trial_id=ctrl.current_trial["tid"],
+                           save_result=save_result)
 
 
-def make_objective(settings):
-    """The objective for fmin, bound to the experiment's settings."""
-    objective = functools.partial(_objective, settings=settings)
+def make_objective(settings, save_result=True):
+    """The objective for fmin, bound to the experiment's settings. save_result=False: the caller writes each
+    result file (the local search, after saving the trial to results.pkl)."""
+    objective = functools.partial(_objective, settings=settings, save_result=save_result)
     objective.fmin_pass_expr_memo_ctrl = True  # hyperopt then calls it with (expr, memo, ctrl)
     return objective
