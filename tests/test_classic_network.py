@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from hyperopt.pyll import stochastic
 
-from hyperopt_optimize import space
-from neural_net import CLASSIC_BEST_SPACE, DEMO_SPACE, STARTING_L2_REG, build_model
+from search_space import CLASSIC_BEST_SPACE, DEMO_SPACE, space
+from neural_net import STARTING_L2_REG, build_model
 
 
 def classic_counts(s, nb_fine=100, nb_coarse=20):
