@@ -125,9 +125,8 @@ def run_mongo_search(args):
     mongo_search.store_settings_or_exit(trials, settings, args.exp_key)  # workers read them there too
     found = len(trials.trials)
     todo = "until Ctrl-C" if args.max_evals is None else max(0, args.max_evals - found)
-    url = mongo_search.shown(args.mongo)
-    print(f"Experiment {args.exp_key!r} at {url}: {args.dataset}, {args.epochs} epochs per trial, trained by "
-          f"workers:\n    python3 hyperopt_worker.py --mongo {url} --exp-key {args.exp_key}")
+    print(f"Experiment {args.exp_key!r} at {mongo_search.shown(args.mongo)}: {args.dataset}, {args.epochs} epochs "
+          f"per trial, trained by workers:\n    {mongo_search.worker_command(args.mongo, args.exp_key)}")
     print(f"Found {found} trials of the experiment; {todo} more will be queued.", flush=True)
 
     requeue_lost = RequeueLostTrials(args.exp_key, args.stale_after)

@@ -13,6 +13,7 @@ lost_workers.py.
 import json
 import os
 import re
+import shlex
 import sys
 import time
 import urllib.parse
@@ -21,9 +22,11 @@ import pymongo
 
 import mongo_compat
 
-URL_FORM = "mongo://[USER:PASSWORD@]HOST:PORT/DB/jobs"  # hyperopt's workers read DB/jobs, so jobs it is
-_URL = re.compile(r"mongo://(?:(?P<user>[^:@/]+):(?P<password>[^@/]*)@)?(?P<host>[^:@/]+):(?P<port>\d+)"
+URL_FORM = "mongo://[USER[:PASSWORD]@]HOST:PORT/DB/jobs"  # hyperopt's workers read DB/jobs, so jobs it is
+# USER without :PASSWORD: the password is MONGO_DB_PASSWORD's (so that it stays out of command lines)
+_URL = re.compile(r"mongo://(?:(?P<user>[^:@/]+)(?::(?P<password>[^@/]*))?@)?(?P<host>[^:@/]+):(?P<port>\d+)"
                   r"/(?P<db>[\w-]+)/jobs")
+AUTHENTICATION_FAILED = 18  # MongoDB's error code for a wrong user or password
 CONNECT_TIMEOUT_S = 5  # a MongoDB that does not answer in 5 s is down or unreachable: say so, do not hang
 SETTINGS = "hks_settings"  # the experiment's trial settings, a JSON attachment of its trials in GridFS
 LOCAL_SETTINGS = ("data_dir", "results_dir", "verbose")  # folders on each worker: not part of the experiment
@@ -44,8 +47,37 @@ def url_from_env(default_host=None):
 
 
 def shown(url):
-    """The URL without its password, for messages."""
+    """The URL with *** for its password, for messages."""
     return re.sub(r"://([^:@/]+):[^@/]*@", r"://\1:***@", url)
+
+
+def without_password(url):
+    """mongo://USER@...: the URL to give other processes, which take the password from MONGO_DB_PASSWORD."""
+    return re.sub(r"://([^:@/]+):[^@/]*@", r"://\1@", url)
+
+
+def worker_command(url, exp_key):
+    """The command that starts a worker of the experiment, to copy and paste: the password stays out of it."""
+    command = (f"python3 hyperopt_worker.py --mongo {shlex.quote(without_password(url))} "
+               f"--exp-key {shlex.quote(exp_key)}")
+    user = parse_url_or_exit(url)["user"]
+    if user:
+        command += f"   # the password of {urllib.parse.unquote(user)}: MONGO_DB_PASSWORD in the worker's environment"
+    return command
+
+
+def password_of(url):
+    """The password of the URL's user (percent-decoded): its own, else MONGO_DB_PASSWORD; None without a user."""
+    m = parse_url_or_exit(url)
+    if not m["user"]:
+        return None
+    if m["password"] is not None:
+        return urllib.parse.unquote(m["password"])
+    password = os.environ.get("MONGO_DB_PASSWORD")
+    if password is None:
+        sys.exit(f"error: --mongo {url} names user {urllib.parse.unquote(m['user'])!r} but no password: set "
+                 f"MONGO_DB_PASSWORD (or give mongo://USER:PASSWORD@...)")
+    return password
 
 
 def parse_url_or_exit(url):
@@ -62,14 +94,16 @@ def connect_or_exit(url, exp_key, refresh=True):
     from hyperopt.mongoexp import MongoTrials  # after install(): its connections then authenticate
 
     m = parse_url_or_exit(url)
-    unquote = urllib.parse.unquote
+    user = urllib.parse.unquote(m["user"]) if m["user"] else None
     client = pymongo.MongoClient(m["host"], int(m["port"]), serverSelectionTimeoutMS=CONNECT_TIMEOUT_S * 1000,
-                                 username=unquote(m["user"]) if m["user"] else None,
-                                 password=unquote(m["password"]) if m["user"] else None)
+                                 username=user, password=password_of(url))
     try:
         client.admin.command("ping")  # also authenticates, when the URL has a user
     except pymongo.errors.PyMongoError as e:
-        reason = str(e).split(" (configured timeouts")[0].split(", full error")[0].splitlines()[0]
+        if getattr(e, "code", None) == AUTHENTICATION_FAILED:  # MongoDB runs: the advice below would mislead
+            sys.exit(f"error: cannot use MongoDB at {shown(url)}: authentication failed for user {user!r}: check "
+                     f"MONGO_DB_USER and MONGO_DB_PASSWORD (or USER:PASSWORD in --mongo)")
+        reason = str(e).split(" (configured timeouts")[0].split(", full error")[0].splitlines()[0].rstrip(".")
         sys.exit(f"error: cannot use MongoDB at {shown(url)}: {reason}. Start it (see local_infra/) or fix "
                  f"--mongo (env MONGO_DB_HOST, MONGO_DB_PORT, MONGO_DB_USER, MONGO_DB_PASSWORD)")
     finally:

@@ -7,6 +7,7 @@ Every process a test starts is in its own process group, killed when the test en
 import contextlib
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -43,6 +44,18 @@ def mongo_url():
     else:
         with MongoStandin() as standin:
             yield f"mongo://127.0.0.1:{standin.port}/{db}/jobs"
+
+
+USER, PASSWORD = "hks", "s3cret-Pw"  # the account of the stand-in that asks for one
+
+
+@pytest.fixture
+def auth_url():
+    """A MongoDB that asks for USER and PASSWORD: mongo://USER:PASSWORD@HOST:PORT/DB/jobs."""
+    if REAL_MONGO:
+        pytest.skip("the stand-in's account: HKS_TEST_MONGO_URL has its own")
+    with MongoStandin(users={USER: PASSWORD}) as standin:
+        yield f"mongo://{USER}:{PASSWORD}@127.0.0.1:{standin.port}/hks_test_{uuid.uuid4().hex[:8]}/jobs"
 
 
 def client(url):
@@ -384,3 +397,37 @@ def test_pruning_on_a_worker_reads_what_every_worker_finished(mongo_url, jobs):
     worker_view = MongoTrials(mongo_url, exp_key=EXP, refresh=False)  # as hyperopt's worker builds it
     assert sorted(best_by_epoch(worker_view, 1)) == [0.1, 0.2, 0.4]
     assert sorted(best_by_epoch(worker_view, 2)) == [0.3, 0.5]
+
+
+def test_wrong_password_is_one_line_with_its_own_advice(auth_url):
+    wrong = auth_url.replace(f":{PASSWORD}@", ":wrong@")
+    with pytest.raises(SystemExit) as e:
+        mongo_search.connect_or_exit(wrong, EXP)
+    assert e.value.code == (f"error: cannot use MongoDB at {mongo_search.shown(wrong)}: authentication failed for "
+                            f"user {USER!r}: check MONGO_DB_USER and MONGO_DB_PASSWORD (or USER:PASSWORD in --mongo)")
+
+
+def test_a_url_without_its_password_takes_it_from_the_environment(auth_url, monkeypatch):
+    """The worker command that the driver prints: mongo://USER@..., the password in MONGO_DB_PASSWORD."""
+    url = auth_url.replace(f":{PASSWORD}@", "@")
+    monkeypatch.delenv("MONGO_DB_PASSWORD", raising=False)
+    with pytest.raises(SystemExit) as e:
+        mongo_search.connect_or_exit(url, EXP)
+    assert e.value.code == (f"error: --mongo {url} names user {USER!r} but no password: set MONGO_DB_PASSWORD "
+                            f"(or give mongo://USER:PASSWORD@...)")
+    monkeypatch.setenv("MONGO_DB_PASSWORD", PASSWORD)
+    trials = mongo_search.connect_or_exit(url, EXP)  # and hyperopt's own connections, as workers make them
+    assert trials.count_by_state_unsynced(JOB_STATE_NEW) == 0
+
+
+def test_the_worker_command_the_driver_prints_works_as_pasted(auth_url, monkeypatch):
+    from hyperopt_worker import parse_args
+
+    command = mongo_search.worker_command(auth_url, "my exp")
+    assert command == (f"python3 hyperopt_worker.py --mongo {auth_url.replace(f':{PASSWORD}@', '@')} --exp-key "
+                       f"'my exp'   # the password of {USER}: MONGO_DB_PASSWORD in the worker's environment")
+    args, _ = parse_args(shlex.split(command, comments=True)[2:])  # what a shell passes it
+    monkeypatch.setenv("MONGO_DB_PASSWORD", PASSWORD)
+    mongo_search.connect_or_exit(args.mongo, args.exp_key)
+    assert mongo_search.worker_command("mongo://db.example:27017/hks/jobs", EXP) == \
+        f"python3 hyperopt_worker.py --mongo mongo://db.example:27017/hks/jobs --exp-key {EXP}"
