@@ -75,7 +75,11 @@ def main(argv=None):
     defaults = {"--workdir": os.getcwd(),  # hyperopt's default is a new folder per trial: relative paths would break
                 "--reserve-timeout": "inf"}  # wait for trials as long as it takes (hyperopt's default: 2 minutes)
     given = {option.split("=")[0] for option in hyperopt_options}
-    sys.argv = [os.path.abspath(__file__), f"--mongo={args.mongo[:-len('/jobs')]}", f"--exp-key={args.exp_key}",
+    password = mongo_search.password_of(args.mongo)
+    if password is not None:  # hyperopt starts each trial's process with --mongo=URL: the password goes by env
+        os.environ["MONGO_DB_PASSWORD"] = password
+    url = mongo_search.without_password(args.mongo)[:-len("/jobs")]
+    sys.argv = [os.path.abspath(__file__), f"--mongo={url}", f"--exp-key={args.exp_key}",
                 *[f"{k}={v}" for k, v in defaults.items() if k not in given], *hyperopt_options]
     try:
         return mongoexp.main_worker()

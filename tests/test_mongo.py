@@ -5,6 +5,7 @@ HKS_TEST_MONGO_URL=mongo://[USER:PASSWORD@]HOST:PORT (each test uses a new datab
 Every process a test starts is in its own process group, killed when the test ends, pass or fail.
 """
 import contextlib
+import glob
 import json
 import os
 import shlex
@@ -431,3 +432,39 @@ def test_the_worker_command_the_driver_prints_works_as_pasted(auth_url, monkeypa
     mongo_search.connect_or_exit(args.mongo, args.exp_key)
     assert mongo_search.worker_command("mongo://db.example:27017/hks/jobs", EXP) == \
         f"python3 hyperopt_worker.py --mongo mongo://db.example:27017/hks/jobs --exp-key {EXP}"
+
+
+def command_lines(group):
+    """{pid: command line} of the processes in a process group, as ps shows them."""
+    lines = {}
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            with open(stat) as f:
+                fields = f.read().rsplit(")", 1)[1].split()  # after "pid (name)": state, ppid, pgrp, ...
+            if int(fields[2]) == group:
+                with open(stat[:-len("stat")] + "cmdline", "rb") as f:
+                    lines[int(stat.split("/")[2])] = f.read().replace(b"\0", b" ").decode(errors="replace")
+    return lines
+
+
+@pytest.mark.slow
+def test_the_password_shows_in_no_command_line(tmp_path, auth_url, processes):
+    """Given in MONGO_DB_PASSWORD only, the password is in no process's command line: the driver's, the
+    worker's, nor that of the worker's per-trial process (which hyperopt starts with the URL in its argv)."""
+    write_cifar100_archive(tmp_path / "ml_req")
+    m = mongo_search.parse_url_or_exit(auth_url)
+    env = {"MONGO_DB_HOST": m["host"], "MONGO_DB_PORT": m["port"], "MONGO_DB_NAME": m["db"], "MONGO_DB_USER": USER,
+           "MONGO_DB_PASSWORD": PASSWORD, "EXPERIMENT_NAME": EXP}
+    search = processes("driver", "hyperopt_optimize.py", "--epochs", "1", "--train-subset", "60", "--max-evals", "1",
+                       **env)
+    work = processes("worker", "hyperopt_worker.py", "--poll-interval", "1", **env)
+    with contextlib.closing(client(auth_url)) as c:
+        jobs = c[m["db"]]["jobs"]
+        wait_for(lambda: jobs.find_one({"exp_key": EXP, "state": JOB_STATE_RUNNING, "version": {"$gte": 1}}), 300,
+                 "trial in training", work, search)
+        lines = {**command_lines(search.pid), **command_lines(work.pid)}
+        assert any("--max-jobs=1" in line for line in lines.values()), lines  # the trial's process, running
+        assert [line for line in lines.values() if PASSWORD in line] == []
+        out = finish(search)
+        assert mongo_search.worker_command(auth_url, EXP) in out
+        check_every_trial_done_once(jobs, tmp_path, 1)
