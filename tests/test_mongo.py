@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import uuid
@@ -29,9 +30,9 @@ from mongo_standin import MongoStandin
 
 REAL_MONGO = os.environ.get("HKS_TEST_MONGO_URL")
 EXP = "test"
-# Tests time heartbeats on a shared 2-core machine: a healthy trial's process can take ~30 s from
-# reserving a trial to its first heartbeat (importing TensorFlow), so 60 s of silence means dead.
-STALE_AFTER_S = 60
+# A dead worker's trial is requeued after this many seconds: a healthy trial beats every
+# lost_workers.HEARTBEAT_EVERY_S seconds from reserving to finishing, even on a busy 2-core machine.
+STALE_AFTER_S = 15
 
 
 @pytest.fixture
@@ -164,9 +165,12 @@ def test_driver_and_two_workers_run_four_trials(tmp_path, mongo_url, jobs, proce
     workers = [worker(processes, f"worker{i}", mongo_url, HKS_EPOCHS="5", HKS_TRAIN_SUBSET="10") for i in (1, 2)]
     wait_for(lambda: all("Waiting for the driver" in output(w) for w in workers), 120, "waiting workers", *workers)
 
-    out = finish(driver(processes, "driver", mongo_url, "--max-evals", "4"))
+    # The shortest --stale-after: healthy trials (process start, data loading, test scoring) are not requeued.
+    out = finish(driver(processes, "driver", mongo_url, "--max-evals", "4",
+                        "--stale-after", str(lost_workers.MIN_STALE_AFTER_S)))
 
     assert "Found 0 trials of the experiment; 4 more will be queued." in out
+    assert "lost run" not in out
     docs, files = check_every_trial_done_once(jobs, tmp_path, 4)
     for r in files.values():
         assert (r["epochs_budget"], r["epochs_run"], r["train_size"]) == (1, 1, 60)
@@ -468,3 +472,94 @@ def test_the_password_shows_in_no_command_line(tmp_path, auth_url, processes):
         out = finish(search)
         assert mongo_search.worker_command(auth_url, EXP) in out
         check_every_trial_done_once(jobs, tmp_path, 1)
+
+
+def reserved_trial(mongo_url, jobs):
+    """A trial as a worker's process holds it: reserved, with hyperopt's ctrl."""
+    from hyperopt.mongoexp import MongoCtrl
+
+    trials = mongo_search.connect_or_exit(mongo_url, EXP)
+    jobs.insert_one({"exp_key": EXP, "tid": 1, "state": JOB_STATE_NEW, "owner": None, "version": 0})
+    return MongoCtrl(trials, trials.handle.reserve(["w:1"], exp_key=EXP), read_only=False)
+
+
+def run_objective(ctrl, tmp_path, monkeypatch, train_s, during_training=lambda: None):
+    """objective._objective on a worker, where training (not a Keras fit: no epoch ends) takes train_s seconds."""
+    import neural_net
+    import objective
+    from hyperopt.pyll import as_apply
+
+    def train(hype_space, settings, callbacks):
+        deadline = time.monotonic() + train_s
+        during_training()
+        time.sleep(max(0.0, deadline - time.monotonic()))
+        return {"status": "ok", "loss": -0.5, "fine_best_accuracy": 0.5}, None
+
+    monkeypatch.setattr(neural_net, "train", train)
+    settings = {"results_dir": str(tmp_path / "results"), "prune": "none", "epochs": 1}
+    return objective._objective(as_apply({"lr_rate_mult": 1.0}), {}, ctrl, settings)
+
+
+def test_a_trial_beats_from_start_to_end_not_only_at_epochs(tmp_path, mongo_url, jobs, monkeypatch):
+    """A trial is silent for no more than a heartbeat interval, also while it loads data, builds its model
+    or scores the test set: a driver with a stale-after of a few intervals never requeues it."""
+    monkeypatch.setattr(lost_workers, "HEARTBEAT_EVERY_S", 0.1, raising=False)
+    ctrl = reserved_trial(mongo_url, jobs)
+    requeue = lost_workers.RequeueLostTrials(EXP, stale_after=0.5)
+    requeued, done = [], threading.Event()
+
+    def driver():
+        while not done.wait(0.1):
+            requeued.append(requeue(ctrl.trials))
+
+    watching = threading.Thread(target=driver)
+    watching.start()
+    try:
+        result = run_objective(ctrl, tmp_path, monkeypatch, train_s=2)
+    finally:
+        done.set()
+        watching.join()
+    assert len(requeued) > 10 and sum(requeued) == 0
+    assert (result["status"], result["trial_id"]) == ("ok", 1)
+    assert [r["trial_id"] for r in results(tmp_path).values()] == [1]
+    doc = jobs.find_one({"tid": 1})
+    assert (doc["state"], doc["owner"], doc["result"]["model_name"]) == (JOB_STATE_RUNNING, ["w:1"],
+                                                                         result["model_name"])  # hyperopt ends it
+
+
+@pytest.mark.parametrize("lost_runs", [0, lost_workers.MAX_LOST_RUNS - 1])
+def test_a_trial_taken_away_writes_no_result_file(tmp_path, mongo_url, jobs, monkeypatch, lost_runs):
+    """The driver requeues (or, after MAX_LOST_RUNS, fails) a trial while its old worker still trains it (the
+    heartbeats did not get through): that worker writes no result file, so no file says ok for a trial that
+    MongoDB calls failed, or runs again."""
+    from lost_workers import TrialLost
+
+    monkeypatch.setattr(lost_workers, "HEARTBEAT_EVERY_S", 600, raising=False)  # no beat after the first
+    ctrl = reserved_trial(mongo_url, jobs)
+    jobs.update_one({"tid": 1}, {"$set": {"lost_runs": lost_runs}})
+    requeue = lost_workers.RequeueLostTrials(EXP, stale_after=0.5)
+
+    def taken_away():
+        time.sleep(0.2)  # the first heartbeat
+        requeue.requeue(jobs, jobs.find_one({"tid": 1}), "no heartbeat")
+
+    with pytest.raises(TrialLost, match="trial 1 was requeued by the driver"):
+        run_objective(ctrl, tmp_path, monkeypatch, train_s=0.5, during_training=taken_away)
+    assert results(tmp_path) == {}
+    doc = jobs.find_one({"tid": 1})
+    assert doc["state"] == (JOB_STATE_NEW if lost_runs == 0 else JOB_STATE_DONE)
+    assert "result" not in doc or doc["result"]["status"] == "fail"
+
+
+@pytest.mark.parametrize("value", ["2", "9.5"])
+def test_a_stale_after_that_would_requeue_healthy_trials_is_refused(value, capsys, monkeypatch):
+    from hyperopt_optimize import parse_args
+
+    assert parse_args(["--stale-after", "10"]).stale_after == 10
+    for argv in (["--stale-after", value], []):
+        monkeypatch.setenv("HKS_STALE_AFTER", value)
+        with pytest.raises(SystemExit):
+            parse_args(argv)
+        assert capsys.readouterr().err.splitlines()[-1].split(": ", 1)[1] == (
+            f"error: argument --stale-after: {value} s would requeue healthy trials: a running "
+            f"trial beats every 2 s, give it at least 10 s (default 600)")
