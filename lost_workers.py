@@ -109,6 +109,8 @@ class Heartbeat(keras.callbacks.Callback):
             return True
 
     def beat(self):
+        if Stopped.received is not None:  # a stop signal whose exception Python dropped (see Stopped)
+            raise Stopped(Stopped.received)
         if not self._send():
             raise TrialLost(self.lost)
 
@@ -118,6 +120,8 @@ class Heartbeat(keras.callbacks.Callback):
         Called before the result file is written: a trial that MongoDB gave to another worker, or
         marked failed, gets no result file from this one.
         """
+        if Stopped.received is not None:
+            raise Stopped(Stopped.received)
         if not self._send(result):
             raise TrialLost(self.lost)
 
@@ -135,10 +139,16 @@ class Stopped(BaseException):
     so the trial would record it as its failure. This one is not: hyperopt marks the job as errored
     and the driver requeues it. Later signals are ignored (Ctrl-C reaches the worker and its trial's
     process, and the worker then signals that process again) so that the job is released in peace.
+    A signal that lands in a gc callback (keras' clear_session collects; jax registers a callback)
+    raises there, and Python only prints the exception: so it is also recorded in `received`, and
+    the trial's next heartbeat on the main thread (Heartbeat.beat, keep) raises it again.
     """
+
+    received = None  # the signal, once one came
 
     def __init__(self, *args):
         super().__init__(*args)
+        Stopped.received = args[0] if args else True
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
 

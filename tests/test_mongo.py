@@ -219,8 +219,8 @@ def test_restarted_driver_resumes_the_experiment(tmp_path, mongo_url, jobs, proc
     write_cifar100_archive(tmp_path / "ml_req")
     worker(processes, "worker", mongo_url)
     first = driver(processes, "driver1", mongo_url, "--max-evals", "3")
-    wait_for(lambda: jobs.find_one({"exp_key": EXP, "state": JOB_STATE_RUNNING, "version": {"$gte": 1}}), 300,
-             "trial in training", first)
+    wait_for(lambda: jobs.find_one({"exp_key": EXP, "state": JOB_STATE_RUNNING, "version": {"$gte": 1}})
+             and jobs.count_documents({"exp_key": EXP}) == 2, 300, "trial in training and one queued", first)
     stop(first, signal.SIGKILL)  # mid-search: trial 1 in training, trial 2 queued (one worker: no trial 3 yet)
     before = {d["tid"]: d["misc"]["vals"] for d in jobs.find({"exp_key": EXP})}
     assert len(before) == 2
@@ -563,3 +563,20 @@ def test_a_stale_after_that_would_requeue_healthy_trials_is_refused(value, capsy
         assert capsys.readouterr().err.splitlines()[-1].split(": ", 1)[1] == (
             f"error: argument --stale-after: {value} s would requeue healthy trials: a running "
             f"trial beats every 2 s, give it at least 10 s (default 600)")
+
+
+def test_a_stop_signal_swallowed_by_a_gc_callback_still_stops_the_trial(mongo_url, jobs):
+    """hyperopt's handler raises Stopped where the signal lands; inside a gc callback (keras' clear_session
+    collects, and jax registers one) Python prints the exception and drops it: the next heartbeat raises it."""
+    from lost_workers import Heartbeat, Stopped
+
+    ctrl = reserved_trial(mongo_url, jobs)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        Stopped(signal.SIGTERM)  # raised where Python could only print it
+        with pytest.raises(Stopped):
+            Heartbeat(ctrl).on_epoch_end(0)
+    finally:
+        Stopped.received = None
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
