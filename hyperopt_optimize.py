@@ -131,7 +131,8 @@ def run_search(args):
 def run_mongo_search(args):
     """The same search on hyperopt's MongoTrials: TPE queues trials in MongoDB, workers train them."""
     settings = settings_from(args)
-    trials = mongo_search.connect_or_exit(args.mongo, args.exp_key)
+    # --max-evals is the experiment's total, however many drivers queue its trials
+    trials = mongo_search.connect_or_exit(args.mongo, args.exp_key, max_evals=args.max_evals)
     mongo_search.store_settings_or_exit(trials, settings, args.exp_key)  # workers read them there too
     found = len(trials.trials)
     todo = "until Ctrl-C" if args.max_evals is None else max(0, args.max_evals - found)

@@ -19,6 +19,7 @@ import time
 import urllib.parse
 
 import pymongo
+from hyperopt.mongoexp import MongoTrials
 
 import mongo_compat
 
@@ -28,6 +29,7 @@ _URL = re.compile(r"mongo://(?:(?P<user>[^:@/]+)(?::(?P<password>[^@/]*))?@)?(?P
                   r"/(?P<db>[\w-]+)/jobs")
 AUTHENTICATION_FAILED = 18  # MongoDB's error code for a wrong user or password
 CONNECT_TIMEOUT_S = 5  # a MongoDB that does not answer in 5 s is down or unreachable: say so, do not hang
+SLOT = "hks_slot"  # a trial's place among the experiment's max_evals (ExperimentTrials)
 SETTINGS = "hks_settings"  # the experiment's trial settings, a JSON attachment of its trials in GridFS
 LOCAL_SETTINGS = ("data_dir", "results_dir", "verbose")  # folders on each worker: not part of the experiment
 
@@ -87,11 +89,48 @@ def parse_url_or_exit(url):
     return match
 
 
-def connect_or_exit(url, exp_key, refresh=True):
-    """hyperopt's MongoTrials of the experiment (refresh: with its trials loaded), or one line saying why
-    MongoDB cannot be used."""
-    mongo_compat.install()
-    from hyperopt.mongoexp import MongoTrials  # after install(): its connections then authenticate
+class ExperimentTrials(MongoTrials):
+    """hyperopt's MongoTrials of one experiment, holding max_evals trials at most, however many drivers queue them.
+
+    hyperopt's fmin stops after queueing max_evals minus the trials it found as it started, counting
+    only the ones it queued itself: two drivers started together with --max-evals 3 queued 6. Here
+    each trial takes a numbered slot of the experiment (field hks_slot, "EXP_KEY#N") as it is
+    inserted, and a unique index on the slots makes MongoDB give each slot once, atomically: a
+    driver that finds all max_evals slots taken inserts nothing more. The insert is the
+    reservation, so a driver that dies holds no slot; trials queued before slots existed count too.
+    """
+
+    def __init__(self, *args, max_evals=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_evals, self.refused = max_evals, 0
+        if max_evals is not None:
+            self.handle.jobs.create_index(SLOT, unique=True, sparse=True)  # sparse: other trials have no slot
+
+    def _insert_trial_docs(self, docs):
+        if self.max_evals is None:
+            return super()._insert_trial_docs(docs)
+        jobs, inserted = self.handle.jobs, []
+        for doc in docs:
+            slot = jobs.count_documents({"exp_key": self._exp_key})
+            while slot < self.max_evals:
+                doc[SLOT] = f"{self._exp_key}#{slot}"
+                try:
+                    inserted.append(jobs.insert_one(doc).inserted_id)
+                    break
+                except pymongo.errors.DuplicateKeyError:  # another driver took this slot just now
+                    slot += 1
+            else:  # fmin goes on polling (and requeueing) until the experiment's trials are done
+                if not self.refused:
+                    print(f"Experiment {self._exp_key!r} has all its {self.max_evals} trials (--max-evals), counting "
+                          f"those of any other driver: this driver queues no more.", flush=True)
+                self.refused += 1
+        return inserted
+
+
+def connect_or_exit(url, exp_key, refresh=True, max_evals=None):
+    """hyperopt's MongoTrials of the experiment (refresh: with its trials loaded; max_evals: queueing no more
+    than that many trials in all, see ExperimentTrials), or one line saying why MongoDB cannot be used."""
+    mongo_compat.install()  # before any connection: they then authenticate
 
     m = parse_url_or_exit(url)
     user = urllib.parse.unquote(m["user"]) if m["user"] else None
@@ -108,7 +147,7 @@ def connect_or_exit(url, exp_key, refresh=True):
                  f"--mongo (env MONGO_DB_HOST, MONGO_DB_PORT, MONGO_DB_USER, MONGO_DB_PASSWORD)")
     finally:
         client.close()
-    return MongoTrials(url, exp_key=exp_key, refresh=refresh)
+    return ExperimentTrials(url, exp_key=exp_key, refresh=refresh, max_evals=max_evals)
 
 
 def store_settings_or_exit(trials, settings, exp_key):

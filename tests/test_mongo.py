@@ -580,3 +580,23 @@ def test_a_stop_signal_swallowed_by_a_gc_callback_still_stops_the_trial(mongo_ur
         Stopped.received = None
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
+
+
+@pytest.mark.slow
+def test_two_drivers_of_one_experiment_queue_max_evals_trials_in_all(mongo_url, jobs, processes):
+    """--max-evals is the experiment's total, whatever the number of its drivers. The trials are done by
+    the test itself, at once and as failed ones (the drivers are under test, not training)."""
+    drivers = [driver(processes, f"driver{i}", mongo_url, "--max-evals", "3") for i in (1, 2)]
+    wait_for(lambda: all("more will be queued" in output(d) for d in drivers), 300, "drivers started", *drivers)
+    deadline = time.monotonic() + 300
+    while any(d.poll() is None for d in drivers) and time.monotonic() < deadline:
+        job = jobs.find_one_and_update({"exp_key": EXP, "state": JOB_STATE_NEW, "owner": None},
+                                       {"$set": {"state": JOB_STATE_RUNNING, "owner": ["test:1"]}})
+        if job:
+            jobs.update_one({"_id": job["_id"]}, {"$set": {"state": JOB_STATE_DONE, "version": 1,
+                                                           "result": {"status": "fail", "error": "done by the test"}}})
+        time.sleep(0.2)
+    outs = [finish(d, timeout_s=1) for d in drivers]
+    assert jobs.count_documents({"exp_key": EXP}) == 3
+    assert jobs.count_documents({"exp_key": EXP, "state": JOB_STATE_DONE}) == 3
+    assert any("queues no more" in out for out in outs), outs
