@@ -11,7 +11,8 @@ the experiment, as its driver stored it, never from this machine's environment. 
 --data-dir and --results-dir, when relative (the defaults ml_req and results), are folders of the
 directory this worker runs in. Other options go to hyperopt-mongo-worker (--poll-interval,
 --max-jobs, --no-subprocesses, ...). Ctrl-C or SIGTERM stops the worker; its trial goes back to
-the queue.
+the queue. The MongoDB password reaches the per-trial processes in MONGO_DB_PASSWORD, never in
+their command line (which ps shows to every user of the machine).
 """
 import argparse
 import logging

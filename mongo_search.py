@@ -7,8 +7,10 @@ hyperopt's own engine does the work: the driver queues the trials TPE proposes i
 workers (hyperopt-mongo-worker processes) reserve and train them. This module adds the pieces
 hyperopt lacks: a one-line error when MongoDB cannot be used, the experiment's settings stored
 next to its trials (so a resumed driver cannot change the budget and workers can check their
-data). The requeueing of trials whose worker died, which hyperopt leaves RUNNING forever, is in
-lost_workers.py.
+data), --max-evals as the experiment's total however many drivers queue its trials
+(ExperimentTrials), and the password kept out of command lines (mongo://USER@...: the password is
+MONGO_DB_PASSWORD's). The requeueing of trials whose worker died, which hyperopt leaves RUNNING
+forever, is in lost_workers.py.
 """
 import json
 import os
