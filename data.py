@@ -24,6 +24,8 @@ ARCHIVES = {
                 [f"data_batch_{i}" for i in range(1, 6)], "test_batch", "batches.meta",
                 "c58f30108f718f92721af3b95e74349a"),
 }
+# (fine, coarse) classes the meta of each dataset names: the model's outputs are sized by them.
+CLASSES = {"cifar100": (100, 20), "cifar10": (10, 0)}
 URL = "https://www.cs.toronto.edu/~kriz/"
 VALIDATION_SIZE = 5000  # images held out of the training set with --validation split
 SPLIT_SEED = 0  # fixed, so every experiment on a dataset selects models on the same images
@@ -58,8 +60,20 @@ def _to_images(rows):
     return np.ascontiguousarray(np.asarray(rows, dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
 
 
-def _labels(batch, key):
-    return np.asarray(batch[key], dtype=np.int32)
+def _labels(batch, member, key, count, source):
+    """The labels under key as int32, checked here: a label the model has no output for fails every trial later."""
+    labels = np.asarray(batch[key], dtype=np.int64)
+    if labels.ndim != 1 or len(labels) != len(batch["data"]):
+        raise _malformed(source, f"{member} has {labels.size} {key} for {len(batch['data'])} images")
+    outside = labels[(labels < 0) | (labels >= count)]
+    if len(outside):
+        raise _malformed(source, f"{member} {key} holds {outside[0]}, outside 0..{count - 1} "
+                                 f"(the {count} classes its meta names)")
+    return labels.astype(np.int32)
+
+
+def _malformed(source, what):
+    return DataError(f"{source} is malformed: {what}; delete it and download it again")
 
 
 def _download(url, path, md5):
@@ -83,6 +97,26 @@ def _download(url, path, md5):
         return False
 
 
+class _ArchiveUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR members and nothing else: a pickle may call any global, so a hostile archive could run code.
+
+    The official archives (Python 2 pickles) need numpy's array reconstruction only; archives re-pickled by
+    Python 3 with numpy 2 name numpy._core, and protocol 2 rebuilds bytes with _codecs.encode.
+    """
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def __init__(self, file, source):
+        super().__init__(file, encoding="latin1")
+        self.source = source
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise DataError(f"{self.source} is not a genuine CIFAR archive: a pickle in it calls {module}.{name}, "
+                            f"which was refused (not run); delete it and download the official archive again")
+        return super().find_class(module, name)
+
+
 def _read_members(dataset, data_dir, members):
     """Unpickle the given archive members, from the archive or an extracted folder; also return the source."""
     archive, folder, *_, md5 = ARCHIVES[dataset]
@@ -91,7 +125,7 @@ def _read_members(dataset, data_dir, members):
     if not os.path.exists(path) and os.path.isdir(extracted):
         def load(member):
             with open(os.path.join(extracted, member), "rb") as f:
-                return pickle.load(f, encoding="latin1")
+                return _ArchiveUnpickler(f, extracted).load()
         return [load(m) for m in members], extracted
     if not os.path.exists(path):
         offline = os.environ.get("HKS_NO_DOWNLOAD") == "1"
@@ -99,7 +133,7 @@ def _read_members(dataset, data_dir, members):
             raise DataError(f"{dataset} archive not found: put {archive} (from {URL + archive}) "
                             f"at {path}, or pass --data-dir to the folder that holds it")
     with tarfile.open(path, "r:gz") as tar:
-        return [pickle.load(tar.extractfile(f"{folder}/{m}"), encoding="latin1") for m in members], path
+        return [_ArchiveUnpickler(tar.extractfile(f"{folder}/{m}"), path).load() for m in members], path
 
 
 @functools.lru_cache(maxsize=1)
@@ -113,20 +147,29 @@ def load_dataset(dataset="cifar100", data_dir="ml_req"):
         (meta, test, *train), source = _read_members(dataset, data_dir, [meta_member, test_member, *train_members])
         if dataset == "cifar100":
             fine_key, fine_names, coarse_names = "fine_labels", meta["fine_label_names"], meta["coarse_label_names"]
+            named = f"{len(fine_names)} fine and {len(coarse_names)} coarse classes"
         else:
-            fine_key, fine_names, coarse_names = "labels", meta["label_names"], None
+            fine_key, fine_names, coarse_names = "labels", meta["label_names"], []
+            named = f"{len(fine_names)} classes"
+        nb_fine, nb_coarse = CLASSES[dataset]
+        if (len(fine_names), len(coarse_names)) != (nb_fine, nb_coarse):
+            expected = f"{nb_fine} and {nb_coarse}" if nb_coarse else nb_fine
+            raise _malformed(source, f"its meta names {named}, not {expected}")
+        members = [*zip(train_members, train), (test_member, test)]
+        fine = [_labels(b, m, fine_key, nb_fine, source) for m, b in members]
+        coarse = [_labels(b, m, "coarse_labels", nb_coarse, source) for m, b in members] if nb_coarse else None
         ds = Dataset(
             x_train=_to_images(train[0]["data"] if len(train) == 1 else np.concatenate([b["data"] for b in train])),
-            y_train_fine=np.concatenate([_labels(b, fine_key) for b in train]),
-            y_train_coarse=_labels(train[0], "coarse_labels") if coarse_names else None,
+            y_train_fine=np.concatenate(fine[:-1]),
+            y_train_coarse=np.concatenate(coarse[:-1]) if coarse else None,
             x_test=_to_images(test["data"]),
-            y_test_fine=_labels(test, fine_key),
-            y_test_coarse=_labels(test, "coarse_labels") if coarse_names else None,
+            y_test_fine=fine[-1],
+            y_test_coarse=coarse[-1] if coarse else None,
             fine_names=list(fine_names),
-            coarse_names=list(coarse_names) if coarse_names else None,
+            coarse_names=list(coarse_names) if coarse else None,
         )
-    except (OSError, EOFError, KeyError, ValueError, TypeError, pickle.UnpicklingError, tarfile.TarError,
-            zlib.error) as e:
+    except (OSError, EOFError, KeyError, ValueError, TypeError, OverflowError, pickle.UnpicklingError,
+            tarfile.TarError, zlib.error) as e:
         raise DataError(f"{source} is truncated or not a {dataset} python archive ({type(e).__name__}: {e}); "
                         f"delete it and download it again") from None
     if len(ds.x_train) != len(ds.y_train_fine) or len(ds.x_test) != len(ds.y_test_fine):

@@ -31,7 +31,7 @@ import pandas as pd  # noqa: E402
 from hyperopt.base import JOB_STATE_DONE, JOB_STATE_ERROR  # noqa: E402
 
 import mongo_search  # noqa: E402
-from utils import load_trials  # noqa: E402
+from utils import atomic_file, duration, load_trials, remove_stale_temporaries  # noqa: E402
 
 ACCURACY = "val fine accuracy"
 # The leaderboard's hyperparameter columns: (space key, title, format).
@@ -39,6 +39,34 @@ KEY_HYPERPARAMETERS = [("optimizer", "opt", "{}"), ("lr_rate_mult", "lr_mult", "
                        ("batch_size", "batch", "{:.0f}"), ("pooling_type", "pooling", "{}"),
                        ("nb_conv_pool_layers", "stages", "{}"), ("residual", "res", "{:.0f}"),
                        ("conv_hiddn_units_mult", "width", "{:.2f}"), ("use_BN", "BN", "{}")]
+
+
+def is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# The values the report computes with or formats, by key, and what each must be (absent or null is fine).
+RESULT_TYPES = {
+    **dict.fromkeys(["fine_best_accuracy", "coarse_best_accuracy", "fine_test_accuracy", "coarse_test_accuracy",
+                     "train_time_s"], ("a number", is_number)),
+    "trial_id": ("a whole number", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    **dict.fromkeys(["model_name", "dataset", "error"], ("a string", lambda v: isinstance(v, str))),
+    **dict.fromkeys(["space", "history"], ("an object", lambda v: isinstance(v, dict))),
+}
+
+
+def wrong_type(result):
+    """Why the report cannot use a result (a value of the wrong type would crash it), or None."""
+    for key, (kind, ok) in RESULT_TYPES.items():
+        if result.get(key) is not None and not ok(result[key]):
+            return f"{key} is not {kind}"
+    space = result.get("space") or {}
+    for key, _, spec in KEY_HYPERPARAMETERS:
+        if spec != "{}" and space.get(key) is not None and not isinstance(space[key], (int, float)):
+            return f"space.{key} is not a number"  # the leaderboard formats it as one
+    if not isinstance((result.get("history") or {}).get("loss", []), list):
+        return "history.loss is not a list"
+    return None
 
 
 def row(result, trial=None, finished_at=0.0):
@@ -77,6 +105,9 @@ def read_result_files(results_dir):
         except (OSError, ValueError) as e:
             unreadable.append(f"{os.path.basename(path)} ({type(e).__name__})")
             continue
+        if why := wrong_type(result):
+            unreadable.append(f"{os.path.basename(path)} ({why})")
+            continue
         result.setdefault("model_name", os.path.basename(path)[:-len(".txt.json")])
         r = rows[result["model_name"]] = row(result, finished_at=os.path.getmtime(path))
         r["file"] = path
@@ -84,8 +115,13 @@ def read_result_files(results_dir):
 
 
 def add_trials(trials, rows):
-    """Add the finished trials of a hyperopt Trials (local or MongoDB) to rows; return how many are unfinished."""
-    unfinished = 0
+    """Add the finished trials of a hyperopt Trials (local or MongoDB) to rows.
+
+    Returns how many trials are unfinished, and the result files dropped as orphans: a kill between
+    a trial's result file and the save of the trials re-runs that trial (same trial id, new model
+    name), so a file of a finished trial under another name than the trial's is the same trial again.
+    """
+    unfinished, names = 0, {}
     for t in trials.trials:
         if t["state"] == JOB_STATE_ERROR:  # the objective raised (it catches its own failures, so rarely)
             result = {"status": "fail", "model_name": f"trial_{t['tid']}_error", "error": str(t["misc"].get("error"))}
@@ -97,7 +133,9 @@ def add_trials(trials, rows):
         done = t.get("refresh_time")
         r = row(result, trial=t["tid"], finished_at=done.timestamp() if done else 0.0)
         rows.setdefault(r["name"], r)["trial"] = t["tid"]  # a result file of the same model is the same model
-    return unfinished
+        names[t["tid"]] = r["name"]
+    orphans = [name for name, r in rows.items() if r["file"] and r["trial"] in names and names[r["trial"]] != name]
+    return unfinished, [os.path.basename(rows.pop(name)["file"]) for name in orphans]
 
 
 def run_order(r):
@@ -107,14 +145,6 @@ def run_order(r):
 
 def fmt(value, spec="{}"):
     return "-" if value is None else spec.format(value)
-
-
-def duration(seconds):
-    if seconds is None:
-        return "-"
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 def leaderboard(rows, top):
@@ -152,10 +182,11 @@ def hyperparameter_frame(finished):
 
 
 def save_figure(fig, path, dpi):
-    tmp = path + ".part"  # drawn aside, then renamed: a reader never sees half a picture
-    fig.savefig(tmp, format="png", dpi=dpi)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_file(path) as tmp:  # a reader never sees half a picture
+            fig.savefig(tmp, format="png", dpi=dpi)
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -293,6 +324,9 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    stale = remove_stale_temporaries(args.results_dir)
+    if stale:
+        print(f"Removed {len(stale)} temporary files left by writes killed midway: {', '.join(stale[:5])}")
     rows, unreadable = read_result_files(args.results_dir)
     sources = [f"{args.results_dir}/"]
     trials = None
@@ -302,7 +336,7 @@ def main(argv=None):
     elif os.path.exists(args.trials_file):
         trials = load_trials(args.trials_file, "pass --trials-file, or move it away to report on the result files alone")
         sources.append(args.trials_file)
-    unfinished = add_trials(trials, rows) if trials is not None else 0
+    unfinished, orphans = add_trials(trials, rows) if trials is not None else (0, [])
     rows = list(rows.values())
     if not rows:
         sys.exit(f"error: no results in {' nor '.join(sources)}: run hyperopt_optimize.py first, "
@@ -314,6 +348,9 @@ def main(argv=None):
           f"{counts['failed']} failed" + (f"; {unfinished} trials queued or running" if unfinished else ""))
     if unreadable:
         print(f"{len(unreadable)} unreadable result files skipped: {', '.join(unreadable[:5])}")
+    if orphans:
+        print(f"{len(orphans)} result files of interrupted runs not counted (their trial ran again, saved in the "
+              f"trials): {', '.join(orphans[:5])}")
     if counts["failed"]:
         errors = collections.Counter((r["error"] or "unknown").split(":")[0] for r in rows if r["status"] == "failed")
         print("Failed: " + ", ".join(f"{n} {error}" for error, n in errors.most_common()))

@@ -3,10 +3,12 @@ and the small helpers every script shares (atomic writes, durations, warnings, o
 import contextlib
 import glob
 import json
+import math
 import os
 import pickle
 import sys
 import tempfile
+import time
 
 from hyperopt import STATUS_OK, Trials
 
@@ -78,6 +80,24 @@ def best_result(trials):
     return min(ok, key=lambda r: r["loss"]) if ok else None
 
 
+def remove_stale_temporaries(folder, older_than_s=1800):
+    """Remove the .tmp_* files atomic_write left in folder when killed mid-write (SIGKILL skips its cleanup).
+
+    Only those untouched for older_than_s: a write takes seconds, so a concurrent writer's file is never
+    removed. Returns the names removed.
+    """
+    removed = []
+    now = time.time()
+    for path in sorted(glob.glob(os.path.join(glob.escape(folder), ".tmp_*"))):
+        try:
+            if os.path.isfile(path) and not os.path.islink(path) and now - os.path.getmtime(path) > older_than_s:
+                os.remove(path)
+                removed.append(os.path.basename(path))
+        except OSError:  # removed by another cleaner meanwhile, or a folder we may not write to: leave it
+            continue
+    return removed
+
+
 def save_json_result(model_name, result, results_dir=RESULTS_DIR):
     """Write results/<model_name>.txt.json (model_<val accuracy>_<id> for finished trials)."""
     path = os.path.join(results_dir, model_name + ".txt.json")
@@ -91,12 +111,34 @@ def load_json_result(best_result_name, results_dir=RESULTS_DIR):
 
 
 def load_best_result(results_dir=RESULTS_DIR):
-    """The result with the highest validation fine accuracy in results_dir, or None if there is none."""
-    names = [os.path.basename(p) for p in glob.glob(os.path.join(results_dir, "model_*.txt.json"))]
-    if not names:
-        return None
-    # By the accuracy in the name, not the name: classic files wrote it with varying digits.
-    return load_json_result(max(names, key=lambda n: float(n.split("_")[1])), results_dir)
+    """The result with the highest validation fine accuracy in results_dir, or None if there is none.
+
+    A file without an accuracy in its name, unreadable, or without a hyperspace (a copy cut short, a
+    hand-edited file) is skipped with one line on stderr: the next best is used, not a crash.
+    """
+    ranked = []
+    for path in glob.glob(os.path.join(glob.escape(results_dir), "model_*.txt.json")):
+        name = os.path.basename(path)
+        try:  # By the accuracy in the name, not the name: classic files wrote it with varying digits.
+            accuracy = float(name.split("_")[1])
+        except ValueError:
+            accuracy = math.nan
+        if not math.isfinite(accuracy):
+            print(f"warning: skipped {path}: no accuracy in its name (model_<accuracy>_<id>.txt.json)",
+                  file=sys.stderr)
+            continue
+        ranked.append((accuracy, name))
+    for _, name in sorted(ranked, reverse=True):
+        try:
+            result = load_json_result(name, results_dir)
+            if not isinstance(result, dict) or not isinstance(result.get("space"), dict):
+                raise ValueError('no "space" object in it')
+        except (OSError, ValueError) as e:
+            print(f"warning: skipped {os.path.join(results_dir, name)}: not a result with a hyperspace "
+                  f"({type(e).__name__}: {e}); using the next best".replace("\n", " "), file=sys.stderr)
+            continue
+        return result
+    return None
 
 
 def load_best_hyperspace(results_dir=RESULTS_DIR):

@@ -14,7 +14,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["HKS_NO_DOWNLOAD"] = "1"  # tests never fetch the real archive
-REAL_ARCHIVE = os.path.join(ROOT, "..", "shared", "data", "cifar-100-python.tar.gz")
+# The real archive, for the tests that need it: only where named, or in the repository's ml_req/.
+REAL_ARCHIVE = os.environ.get("HKS_REAL_ARCHIVE") or os.path.join(ROOT, "ml_req", "cifar-100-python.tar.gz")
 
 # The model pictures (keras.utils.plot_model) need graphviz's dot: make install_req installs it where apt-get is.
 needs_graphviz = pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz's dot is not installed (make "
@@ -32,15 +33,20 @@ def synthetic_images(labels, rng):
     return np.clip(images, 0, 255).astype(np.uint8).reshape(len(labels), 3072)
 
 
-def _add(tar, name, obj):
+def _add(tar, name, obj, tamper=None):
+    if tamper:
+        tamper(name.split("/")[-1], obj)
     payload = pickle.dumps(obj, protocol=2)
     info = tarfile.TarInfo(name)
     info.size = len(payload)
     tar.addfile(info, io.BytesIO(payload))
 
 
-def write_cifar100_archive(folder, classes=range(100), train_per_class=3, test_per_class=1, seed=0):
-    """cifar-100-python.tar.gz in the official layout; fine class k belongs to coarse class k // 5."""
+def write_cifar100_archive(folder, classes=range(100), train_per_class=3, test_per_class=1, seed=0, tamper=None):
+    """cifar-100-python.tar.gz in the official layout; fine class k belongs to coarse class k // 5.
+
+    tamper(member, batch) may change each member's dict before it is pickled, to write a bad archive.
+    """
     rng = np.random.default_rng(seed)
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, "cifar-100-python.tar.gz")
@@ -51,13 +57,13 @@ def write_cifar100_archive(folder, classes=range(100), train_per_class=3, test_p
             _add(tar, f"cifar-100-python/{member}", {
                 "data": synthetic_images(fine, rng), "fine_labels": list(fine),
                 "coarse_labels": [c // 5 for c in fine], "batch_label": member,
-                "filenames": [f"{i}.png" for i in range(len(fine))]})
+                "filenames": [f"{i}.png" for i in range(len(fine))]}, tamper)
         _add(tar, "cifar-100-python/meta", {"fine_label_names": [f"fine{i}" for i in range(100)],
-                                            "coarse_label_names": [f"coarse{i}" for i in range(20)]})
+                                            "coarse_label_names": [f"coarse{i}" for i in range(20)]}, tamper)
     return path
 
 
-def write_cifar10_archive(folder, train_per_class=10, test_per_class=2, seed=0):
+def write_cifar10_archive(folder, train_per_class=10, test_per_class=2, seed=0, tamper=None):
     rng = np.random.default_rng(seed)
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, "cifar-10-python.tar.gz")
@@ -66,8 +72,9 @@ def write_cifar10_archive(folder, train_per_class=10, test_per_class=2, seed=0):
         for member in members:
             per_class = test_per_class if member == "test_batch" else train_per_class
             labels = [c for c in range(10) for _ in range(per_class)]
-            _add(tar, f"cifar-10-batches-py/{member}", {"data": synthetic_images(labels, rng), "labels": labels})
-        _add(tar, "cifar-10-batches-py/batches.meta", {"label_names": [f"class{i}" for i in range(10)]})
+            _add(tar, f"cifar-10-batches-py/{member}", {"data": synthetic_images(labels, rng), "labels": labels},
+                 tamper)
+        _add(tar, "cifar-10-batches-py/batches.meta", {"label_names": [f"class{i}" for i in range(10)]}, tamper)
     return path
 
 

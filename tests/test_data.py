@@ -85,8 +85,10 @@ def test_train_subset_and_test_validation(tiny_cifar100):
     assert whole.x_train is load_dataset("cifar100", str(tiny_cifar100)).x_train  # no copy of the whole set
 
 
-@pytest.mark.skipif(not os.path.exists(REAL_ARCHIVE), reason="real CIFAR-100 archive not present")
+@pytest.mark.skipif(not os.path.exists(REAL_ARCHIVE),
+                    reason="real CIFAR-100 archive not present: put it in ml_req/ or set HKS_REAL_ARCHIVE to its path")
 def test_real_cifar100_archive(tmp_path):
+    """The official archive, read through the restricted unpickler: it needs nothing the unpickler refuses."""
     ds = load_dataset("cifar100", os.path.dirname(REAL_ARCHIVE))
     assert ds.x_train.shape == (50000, 32, 32, 3) and ds.x_test.shape == (10000, 32, 32, 3)
     assert (ds.nb_fine, ds.nb_coarse) == (100, 20)
@@ -96,3 +98,66 @@ def test_real_cifar100_archive(tmp_path):
     assert len(pairs) == 100 and len({f for f, _ in pairs}) == 100  # each fine class in exactly one coarse
     assert np.all(np.bincount([c for _, c in pairs], minlength=20) == 5)
     assert 100 < ds.x_train.mean() < 150  # real photos, not blank
+
+
+def set_label(key, index, value, member="train"):
+    """A tamper for the archive writers: one label of one member replaced."""
+    def tamper(name, batch):
+        if name == member:
+            batch[key][index] = value
+    return tamper
+
+
+@pytest.mark.parametrize("tamper, expected", [
+    (set_label("fine_labels", 0, 150), "train fine_labels holds 150, outside 0..99"),
+    (set_label("fine_labels", 5, -1, member="test"), "test fine_labels holds -1, outside 0..99"),
+    (set_label("coarse_labels", 3, 99), "train coarse_labels holds 99, outside 0..19"),
+    (lambda name, batch: name == "meta" and batch.update(fine_label_names=[f"f{i}" for i in range(10)]),
+     "meta names 10 fine and 20 coarse classes.*100 and 20"),
+    (lambda name, batch: name == "meta" and batch.update(coarse_label_names=[]),
+     "meta names 100 fine and 0 coarse classes"),
+    (lambda name, batch: name == "train" and batch.update(coarse_labels=batch["coarse_labels"][:-1]),
+     "299 coarse_labels for 300 images"),
+    (lambda name, batch: name == "test" and batch.update(fine_labels=batch["fine_labels"] + [0]),
+     "101 fine_labels for 100 images"),
+])
+def test_labels_and_classes_the_model_cannot_use_are_one_line(tmp_path, tamper, expected):
+    write_cifar100_archive(tmp_path, tamper=tamper)
+    with pytest.raises(DataError, match=expected) as error:
+        load_dataset("cifar100", str(tmp_path))
+    assert "\n" not in str(error.value) and "download" in str(error.value)
+
+
+def test_cifar10_label_out_of_range_and_class_count(tmp_path):
+    write_cifar10_archive(tmp_path, tamper=set_label("labels", 0, 10, member="data_batch_3"))
+    with pytest.raises(DataError, match="data_batch_3 labels holds 10, outside 0..9"):
+        load_dataset("cifar10", str(tmp_path))
+    load_dataset.cache_clear()
+    write_cifar10_archive(tmp_path, tamper=lambda name, batch: name == "batches.meta" and batch["label_names"].pop())
+    with pytest.raises(DataError, match="meta names 9 classes.*10"):
+        load_dataset("cifar10", str(tmp_path))
+
+
+class RunsACommand:
+    """What a hostile archive can pickle: unpickling it runs a shell command."""
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("member", ["meta", "train"])
+@pytest.mark.parametrize("extracted", [False, True])
+def test_an_archive_that_pickles_code_is_refused_and_the_code_never_runs(tmp_path, member, extracted):
+    marker = tmp_path / "command_ran"
+    path = write_cifar100_archive(tmp_path / "ml_req", tamper=lambda name, batch: name == member and batch.update(
+        extra=RunsACommand(marker)))
+    if extracted:
+        with tarfile.open(path) as tar:
+            tar.extractall(tmp_path / "ml_req", filter="data")
+        os.remove(path)
+    with pytest.raises(DataError, match=r"calls posix\.system, which was refused") as error:
+        load_dataset("cifar100", str(tmp_path / "ml_req"))
+    assert not marker.exists()
+    assert "\n" not in str(error.value) and "download" in str(error.value)

@@ -14,7 +14,7 @@ from hyperopt import STATUS_FAIL, STATUS_OK, Trials, fmin, rand
 from hyperopt.pyll import stochastic
 from PIL import Image
 
-from conftest import ROOT, needs_graphviz, write_cifar100_archive
+from conftest import ROOT, classic_result, needs_graphviz, write_cifar100_archive
 from search_space import space
 
 FIGURES = ["hyperparameters_scatter_matrix.png", "accuracy_vs_hyperparameters.png", "search_history.png"]
@@ -45,16 +45,6 @@ def leaderboard_rows(stdout):
     lines = stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["rank", "trial"]) + 1
     return [line.split() for line in itertools.takewhile(lambda line: line[:5].strip().isdigit(), lines[start:])]
-
-
-def classic_result(accuracy, hype_space, epochs):
-    """A result as the classic repo wrote it: its keys only, Keras 2 history names, no test accuracy, no time."""
-    curve = list(np.linspace(0.01, accuracy, epochs))
-    return {"coarse_best_accuracy": accuracy + 0.1, "coarse_best_loss": 1.0, "coarse_end_accuracy": accuracy + 0.09,
-            "coarse_end_loss": 1.1, "fine_best_accuracy": accuracy, "fine_best_loss": 1.5,
-            "fine_end_accuracy": accuracy - 0.01, "fine_end_loss": 1.6, "loss": -accuracy, "real_loss": 2.5,
-            "history": {"val_fine_outputs_acc": curve, "fine_outputs_acc": curve, "loss": curve},
-            "space": hype_space, "status": "ok"}
 
 
 def test_report_on_classic_result_files(tmp_path):
@@ -251,3 +241,115 @@ def test_tensorboard_without_tensorflow_is_one_message_and_training_goes_on(tmp_
     assert '"keras_backend": "jax"' in out.stdout and not (tmp_path / "TensorBoard").exists()
     [path] = (tmp_path / "results").glob("model_*.txt.json")
     assert os.path.exists(tmp_path / json.loads(path.read_text())["model_file"])
+
+
+WRONG_TYPES = {  # result file: (what it holds instead of a good result, why the report skips it)
+    "model_0.9000_acc.txt.json": ({"fine_best_accuracy": "high"}, "fine_best_accuracy is not a number"),
+    "model_0.8000_test.txt.json": ({"fine_test_accuracy": [0.8]}, "fine_test_accuracy is not a number"),
+    "model_0.7000_batch.txt.json": ({"space": dict(SMALL, batch_size="32")}, "space.batch_size is not a number"),
+    "model_0.6000_list.txt.json": ({"space": [1, 2]}, "space is not an object"),
+    "model_0.5000_hist.txt.json": ({"history": {"loss": 3}}, "history.loss is not a list"),
+    "model_0.4000_time.txt.json": ({"train_time_s": "1 h"}, "train_time_s is not a number"),
+    "model_0.3000_trial.txt.json": ({"trial_id": "3"}, "trial_id is not a whole number"),
+    "model_0.2000_name.txt.json": ({"model_name": 5}, "model_name is not a string"),
+    "failed_error.txt.json": ({"status": "fail", "error": {"type": "OOM"}}, "error is not a string"),
+}
+
+
+def test_result_files_of_the_wrong_types_are_skipped_with_their_reason(tmp_path, capsys):
+    import report
+
+    results = tmp_path / "results"
+    results.mkdir()
+    good = dict(classic_result(0.5, SMALL, 3), model_name="model_0.5000_good")
+    (results / "model_0.5000_good.txt.json").write_text(json.dumps(good))
+    for name, (change, _) in WRONG_TYPES.items():
+        (results / name).write_text(json.dumps({**good, "model_name": name[:-len(".txt.json")], **change}))
+    (results / "model_0.1000_array.txt.json").write_text(json.dumps([good]))
+
+    rows, unreadable = report.read_result_files(str(results))
+    assert list(rows) == ["model_0.5000_good"]
+    assert sorted(unreadable) == sorted([f"{name} ({why})" for name, (_, why) in WRONG_TYPES.items()]
+                                        + ["model_0.1000_array.txt.json (ValueError)"])
+    assert report.main(["--results-dir", str(results), "--trials-file", str(tmp_path / "none.pkl")]) == 0
+    out = capsys.readouterr().out
+    assert "1 models, 1 ok" in out and "10 unreadable result files skipped: " in out
+
+
+def test_a_trial_that_ran_again_after_a_kill_is_counted_once(tmp_path, capsys):
+    """A kill between a trial's result file and the save of results.pkl re-runs the trial on resume: same trial
+    id, new model name. The first file is an orphan of that trial; a file whose trial never got saved still counts."""
+    import report
+
+    names = iter(["model_0.3000_aaaa", "model_0.4000_bbbb", "model_0.5000_cccc"])
+
+    def objective(hype_space):
+        name = next(names)
+        return {"status": STATUS_OK, "loss": -float(name[6:12]), "fine_best_accuracy": float(name[6:12]),
+                "model_name": name, "space": hype_space}
+    trials = Trials()
+    fmin(objective, space, algo=rand.suggest, trials=trials, max_evals=3, show_progressbar=False,
+         rstate=np.random.default_rng(0))
+    (tmp_path / "results.pkl").write_bytes(pickle.dumps(trials))
+    results = tmp_path / "results"
+    results.mkdir()
+    files = {t["result"]["model_name"]: t["tid"] for t in trials.trials}
+    files.update({"model_0.9000_dead": 1,  # trial 1's first run, killed before results.pkl was saved
+                  "model_0.2000_last": 3})  # trial 3, killed before results.pkl was saved, not resumed
+    for name, tid in files.items():
+        result = dict(classic_result(float(name[6:12]), SMALL, 3), model_name=name, trial_id=tid)
+        (results / f"{name}.txt.json").write_text(json.dumps(result))
+
+    assert report.main(["--results-dir", str(results), "--trials-file", str(tmp_path / "results.pkl")]) == 0
+    out = capsys.readouterr().out
+    assert "results.pkl: 4 models, 4 ok" in out
+    assert ("1 result files of interrupted runs not counted (their trial ran again, saved in the trials): "
+            "model_0.9000_dead.txt.json") in out
+    assert [(r[1], r[-1]) for r in leaderboard_rows(out)] == [
+        ("3", "model_0.5000_cccc"), ("2", "model_0.4000_bbbb"), ("1", "model_0.3000_aaaa"), ("4", "model_0.2000_last")]
+
+
+def test_stale_temporaries_of_killed_writes_are_removed_and_fresh_ones_kept(tmp_path, capsys):
+    import report
+    from utils import remove_stale_temporaries, save_json_result
+
+    results = tmp_path / "results"
+    save_json_result("model_0.5000_good", dict(classic_result(0.5, SMALL, 3), model_name="model_0.5000_good"),
+                     str(results))
+    hour_ago = os.path.getmtime(results / "model_0.5000_good.txt.json") - 3600
+    for name in (".tmp_k1llmodel_0.6000_x.txt.json", ".tmp_k2llresults.pkl", "old_but_not_temporary.txt"):
+        (results / name).write_text("half a fi")
+        os.utime(results / name, (hour_ago, hour_ago))
+    (results / ".tmp_writing_now.txt.json").write_text("a concurrent writer's")
+    assert remove_stale_temporaries(str(results / "absent")) == []
+    assert report.main(["--results-dir", str(results), "--trials-file", str(tmp_path / "none.pkl")]) == 0
+    out = capsys.readouterr().out
+    assert ("Removed 2 temporary files left by writes killed midway: .tmp_k1llmodel_0.6000_x.txt.json, "
+            ".tmp_k2llresults.pkl") in out
+    assert sorted(p.name for p in results.iterdir() if not p.name.endswith(".png")) == [
+        ".tmp_writing_now.txt.json", "model_0.5000_good.txt.json", "old_but_not_temporary.txt"]
+    os.utime(results / ".tmp_writing_now.txt.json", (hour_ago + 3000, hour_ago + 3000))  # 10 minutes ago
+    assert remove_stale_temporaries(str(results), older_than_s=300) == [".tmp_writing_now.txt.json"]
+
+
+def test_the_best_hyperspace_skips_corrupt_and_badly_named_files(tmp_path, capsys):
+    from utils import load_best_hyperspace, load_best_result
+
+    skipped = {"model_0.9900_cut.txt.json": '{"space": {"batch_size": 3',
+               "model_0.9800_nospace.txt.json": json.dumps({"status": "ok", "fine_best_accuracy": 0.98}),
+               "model_0.9700_listspace.txt.json": json.dumps({"space": [1, 2]}),
+               "model_0.9600_array.txt.json": json.dumps([{"space": SMALL}]),
+               "model_high_x.txt.json": json.dumps({"space": SMALL}),
+               "model_.txt.json": json.dumps({"space": SMALL}),
+               "model_nan_x.txt.json": json.dumps({"space": SMALL})}
+    for name, text in skipped.items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "model_0.5000_good.txt.json").write_text(json.dumps({"space": SMALL, "model_name": "good"}))
+    (tmp_path / "model_0.4000_worse.txt.json").write_text(json.dumps({"space": {}, "model_name": "worse"}))
+
+    assert load_best_hyperspace(str(tmp_path)) == SMALL
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == len(skipped) and all(line.startswith("warning: skipped ") for line in lines)
+    assert sorted(next(name for name in skipped if name in line) for line in lines) == sorted(skipped)
+    assert load_best_result(str(tmp_path))["model_name"] == "good"
+    assert load_best_result(str(tmp_path / "absent")) is None
