@@ -26,13 +26,23 @@ from hyperopt.exceptions import AllTrialsFailed  # noqa: E402
 
 import mongo_search  # noqa: E402
 from data import load_split_or_exit  # noqa: E402
-from lost_workers import STALE_AFTER_S, RequeueLostTrials  # noqa: E402
+from lost_workers import HEARTBEAT_EVERY_S, MIN_STALE_AFTER_S, STALE_AFTER_S, RequeueLostTrials  # noqa: E402
 from neural_net import try_draw_model  # noqa: E402
 from objective import make_objective  # noqa: E402
 from search_space import space  # noqa: E402
 from settings import add_pruning_options, add_training_options, positive_float, positive_int, settings_from  # noqa: E402
 from utils import (best_result, check_writable_or_exit, describe, duration, load_trials,  # noqa: E402
                    save_json_result, save_trials, trials_lock)
+
+def stale_after(text):
+    """--stale-after: seconds, at least MIN_STALE_AFTER_S (below, healthy trials would be requeued)."""
+    value = positive_float(text)
+    if value < MIN_STALE_AFTER_S:
+        raise argparse.ArgumentTypeError(
+            f"{text} s would requeue healthy trials: a running trial beats every {HEARTBEAT_EVERY_S} s, give it at "
+            f"least {MIN_STALE_AFTER_S} s (default {STALE_AFTER_S})")
+    return value
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -51,10 +61,10 @@ def parse_args(argv=None):
     p.add_argument("--exp-key", default=os.environ.get("EXPERIMENT_NAME") or "hks",
                    help="name of the experiment in MongoDB; the same name resumes it (env EXPERIMENT_NAME; "
                         "default %(default)s)")
-    p.add_argument("--stale-after", type=positive_float,
-                   default=os.environ.get("HKS_STALE_AFTER") or STALE_AFTER_S,
-                   help="with --mongo: requeue a running trial that sent no heartbeat (one per epoch) for this "
-                        "many seconds: its worker died (env HKS_STALE_AFTER; default %(default)s)")
+    p.add_argument("--stale-after", type=stale_after, default=os.environ.get("HKS_STALE_AFTER") or STALE_AFTER_S,
+                   help=f"with --mongo: requeue a running trial that sent no heartbeat (one every {HEARTBEAT_EVERY_S} "
+                        f"s) for this many seconds, at least {MIN_STALE_AFTER_S}: its worker died (env "
+                        "HKS_STALE_AFTER; default %(default)s)")
     return p.parse_args(argv)
 
 
@@ -172,13 +182,13 @@ def what_is_saved(saved, n, args):
 def run_mongo_search(args):
     """The same search on hyperopt's MongoTrials: TPE queues trials in MongoDB, workers train them."""
     settings = settings_from(args)
-    trials = mongo_search.connect_or_exit(args.mongo, args.exp_key)
+    # --max-evals is the experiment's total, however many drivers queue its trials
+    trials = mongo_search.connect_or_exit(args.mongo, args.exp_key, max_evals=args.max_evals)
     mongo_search.store_settings_or_exit(trials, settings, args.exp_key)  # workers read them there too
     found = len(trials.trials)
     todo = "until Ctrl-C" if args.max_evals is None else max(0, args.max_evals - found)
-    url = mongo_search.shown(args.mongo)
-    print(f"Experiment {args.exp_key!r} at {url}: {args.dataset}, {args.epochs} epochs per trial, trained by "
-          f"workers:\n    python3 hyperopt_worker.py --mongo {url} --exp-key {args.exp_key}")
+    print(f"Experiment {args.exp_key!r} at {mongo_search.shown(args.mongo)}: {args.dataset}, {args.epochs} epochs "
+          f"per trial, trained by workers:\n    {mongo_search.worker_command(args.mongo, args.exp_key)}")
     print(f"Found {found} trials of the experiment; {todo} more will be queued.", flush=True)
 
     requeue_lost = RequeueLostTrials(args.exp_key, args.stale_after)

@@ -329,7 +329,8 @@ def save_model_files(model, model_name, folder):
     return files
 
 
-def build_and_train(hype_space, settings=None, callbacks=(), trial_id=None, save_model=False, save_result=True):
+def build_and_train(hype_space, settings=None, callbacks=(), trial_id=None, save_model=False, save_result=True,
+                    before_saving=None):
     """One trial: train, write results/<model_name>.txt.json, return the result.
 
     A failure of the trial itself (NaN loss, out of memory, a bad combination) is returned as
@@ -339,6 +340,8 @@ def build_and_train(hype_space, settings=None, callbacks=(), trial_id=None, save
     TensorBoard/<model_name>/ at the end. save_model=True also writes <model_name>.keras and
     <model_name>.weights.h5 beside the result file. save_result=False leaves the result file to the
     caller (the local search writes it once results.pkl holds the trial: utils.save_json_result).
+    before_saving(result), when given, runs before the result file is written; what it raises (a MongoDB
+    worker's trial was taken away: lost_workers.Heartbeat.keep) leaves no result file.
     """
     settings = {**DEFAULT_SETTINGS, **(settings or {})}
     run_id = uuid.uuid4().hex[:8]
@@ -362,6 +365,8 @@ def build_and_train(hype_space, settings=None, callbacks=(), trial_id=None, save
     finally:
         keras.backend.clear_session()
     result.update(recorded)
+    if before_saving is not None:
+        before_saving(result)
     if os.path.isdir(log_dir):  # the run shows in TensorBoard under the name of its result file
         result["tensorboard_dir"] = os.path.join(TENSORBOARD_DIR, result["model_name"])
         os.replace(log_dir, result["tensorboard_dir"])

@@ -17,12 +17,17 @@ from pruning import stopping_rules
 
 def _objective(expr, memo, ctrl, settings, save_result=True):
     """hyperopt passes the trial's ctrl: its id, and its view of the other trials (all workers' on MongoDB)."""
-    hype_space = rec_eval(expr, memo=memo)
-    callbacks = stopping_rules(settings, ctrl.trials)
-    if isinstance(ctrl, MongoCtrl):
-        callbacks.append(Heartbeat(ctrl))
-    return build_and_train(hype_space, settings, callbacks=callbacks, trial_id=ctrl.current_trial["tid"],
-                           save_result=save_result)
+    tid = ctrl.current_trial["tid"]
+    if not isinstance(ctrl, MongoCtrl):
+        hype_space = rec_eval(expr, memo=memo)
+        return build_and_train(hype_space, settings, callbacks=stopping_rules(settings, ctrl.trials), trial_id=tid,
+                               save_result=save_result)
+    # On a worker: heartbeats for the whole trial, and the result in MongoDB before its file is written.
+    with Heartbeat(ctrl) as heartbeat:
+        hype_space = rec_eval(expr, memo=memo)
+        callbacks = [*stopping_rules(settings, ctrl.trials), heartbeat]
+        return build_and_train(hype_space, settings, callbacks=callbacks, trial_id=tid, before_saving=heartbeat.keep,
+                               save_result=save_result)
 
 
 def make_objective(settings, save_result=True):
