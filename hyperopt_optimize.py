@@ -32,7 +32,7 @@ from objective import make_objective  # noqa: E402
 from search_space import space  # noqa: E402
 from settings import add_pruning_options, add_training_options, positive_float, positive_int, settings_from  # noqa: E402
 from utils import (best_result, check_writable_or_exit, describe, duration, load_trials,  # noqa: E402
-                   save_json_result, save_trials, trials_lock)
+                   remove_stale_temporaries, save_json_result, save_trials, trials_lock)
 
 def stale_after(text):
     """--stale-after: seconds, at least MIN_STALE_AFTER_S (below, healthy trials would be requeued)."""
@@ -106,9 +106,19 @@ def run_search(args):
         sys.exit(f"error: another search is running on {args.trials_file} (it holds {lock.lock_file}): wait for it "
                  f"to end or stop it; to run a second search beside it, pass it another --trials-file")
     try:
+        clean_temporaries(args.results_dir, os.path.dirname(args.trials_file) or ".")
         return run_local_search(args, settings)
     finally:
         lock.release()
+
+
+def clean_temporaries(*folders):
+    """Remove the temporary files that writes killed midway left behind (utils.atomic_file), saying so."""
+    for folder in folders:
+        removed = remove_stale_temporaries(folder)
+        if removed:
+            print(f"Removed {len(removed)} temporary files left in {folder} by writes killed midway: "
+                  f"{', '.join(removed[:5])}{' ...' if len(removed) > 5 else ''}")
 
 
 def write_missing_result(trials, trials_file, results_dir):

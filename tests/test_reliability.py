@@ -15,7 +15,7 @@ import sys
 import pytest
 
 import utils
-from conftest import ROOT, write_cifar100_archive
+from conftest import ROOT, write_cifar100_archive, write_classic_search
 from test_neural_net import SMALL
 
 
@@ -238,3 +238,20 @@ def test_atomic_write_flushes_the_file_before_the_rename_and_the_folder_after(tm
     assert [e[0] for e in events] == ["fsync", "replace", "fsync"]
     assert os.path.basename(events[0][1]).startswith(".tmp_") and events[2][1] == os.path.realpath(tmp_path)
     assert path.read_text() == "{}"
+
+
+def test_the_driver_removes_temporaries_of_killed_writes_before_it_resumes(tmp_path, monkeypatch, capsys):
+    import hyperopt_optimize
+
+    write_classic_search(tmp_path, 1)
+    write_cifar100_archive(tmp_path / "ml_req", classes=range(10))
+    stale = [tmp_path / ".tmp_abcresults.pkl", tmp_path / "results" / ".tmp_defmodel_0.5_x.txt.json"]
+    fresh = tmp_path / "results" / ".tmp_ghimodel_0.6_y.txt.json"  # another writer's, being written now
+    for path in [*stale, fresh]:
+        path.write_text("half a file")
+    for path in stale:
+        os.utime(path, (0, 0))  # untouched since 1970: its writer is long gone
+    monkeypatch.chdir(tmp_path)
+    assert hyperopt_optimize.run_search(hyperopt_optimize.parse_args(["--max-evals", "1", "--epochs", "1"])) == 0
+    assert not any(p.exists() for p in stale) and fresh.exists()
+    assert "Removed 1 temporary files left in results by writes killed midway" in capsys.readouterr().out
