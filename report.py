@@ -334,7 +334,8 @@ def main(argv=None):
         trials = mongo_search.connect_or_exit(args.mongo, args.exp_key)
         sources.append(f"{mongo_search.shown(args.mongo)} ({args.exp_key})")
     elif os.path.exists(args.trials_file):
-        trials = load_trials(args.trials_file, "pass --trials-file, or move it away to report on the result files alone")
+        trials = load_trials(args.trials_file,
+                             "pass --trials-file, or move it away to report on the result files alone")
         sources.append(args.trials_file)
     unfinished, orphans = add_trials(trials, rows) if trials is not None else (0, [])
     rows = list(rows.values())
