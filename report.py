@@ -24,6 +24,7 @@ import sys
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display needed
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # --models loads Keras: no TensorFlow start-up INFO lines
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
