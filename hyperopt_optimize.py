@@ -18,6 +18,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # before Keras loads TensorFlow: no start-up INFO lines
 
+import filelock  # noqa: E402
 import numpy as np  # noqa: E402
 from hyperopt import fmin, tpe  # noqa: E402
 from hyperopt.base import JOB_STATE_DONE  # noqa: E402
@@ -25,12 +26,23 @@ from hyperopt.exceptions import AllTrialsFailed  # noqa: E402
 
 import mongo_search  # noqa: E402
 from data import load_split_or_exit  # noqa: E402
-from lost_workers import STALE_AFTER_S, RequeueLostTrials  # noqa: E402
+from lost_workers import HEARTBEAT_EVERY_S, MIN_STALE_AFTER_S, STALE_AFTER_S, RequeueLostTrials  # noqa: E402
 from neural_net import try_draw_model  # noqa: E402
 from objective import make_objective  # noqa: E402
 from search_space import space  # noqa: E402
 from settings import add_pruning_options, add_training_options, positive_float, positive_int, settings_from  # noqa: E402
-from utils import best_result, describe, duration, load_trials, save_trials  # noqa: E402
+from utils import (best_result, check_writable_or_exit, describe, duration, load_trials,  # noqa: E402
+                   remove_stale_temporaries, save_json_result, save_trials, trials_lock)
+
+def stale_after(text):
+    """--stale-after: seconds, at least MIN_STALE_AFTER_S (below, healthy trials would be requeued)."""
+    value = positive_float(text)
+    if value < MIN_STALE_AFTER_S:
+        raise argparse.ArgumentTypeError(
+            f"{text} s would requeue healthy trials: a running trial beats every {HEARTBEAT_EVERY_S} s, give it at "
+            f"least {MIN_STALE_AFTER_S} s (default {STALE_AFTER_S})")
+    return value
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -49,10 +61,10 @@ def parse_args(argv=None):
     p.add_argument("--exp-key", default=os.environ.get("EXPERIMENT_NAME") or "hks",
                    help="name of the experiment in MongoDB; the same name resumes it (env EXPERIMENT_NAME; "
                         "default %(default)s)")
-    p.add_argument("--stale-after", type=positive_float,
-                   default=os.environ.get("HKS_STALE_AFTER") or STALE_AFTER_S,
-                   help="with --mongo: requeue a running trial that sent no heartbeat (one per epoch) for this "
-                        "many seconds: its worker died (env HKS_STALE_AFTER; default %(default)s)")
+    p.add_argument("--stale-after", type=stale_after, default=os.environ.get("HKS_STALE_AFTER") or STALE_AFTER_S,
+                   help=f"with --mongo: requeue a running trial that sent no heartbeat (one every {HEARTBEAT_EVERY_S} "
+                        f"s) for this many seconds, at least {MIN_STALE_AFTER_S}: its worker died (env "
+                        "HKS_STALE_AFTER; default %(default)s)")
     return p.parse_args(argv)
 
 
@@ -82,6 +94,46 @@ def run_search(args):
     if args.mongo:
         return run_mongo_search(args)
     settings = settings_from(args)
+    # Before any training: the folders it writes to, then the trials file, which one driver at a time uses.
+    check_writable_or_exit(args.results_dir, "the search writes its result files there: free space or fix the "
+                                             "folder, or pass --results-dir another folder")
+    check_writable_or_exit(os.path.dirname(args.trials_file), f"the search saves {args.trials_file} there: free "
+                                                              "space or fix the folder, or pass --trials-file")
+    lock = trials_lock(args.trials_file)
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        sys.exit(f"error: another search is running on {args.trials_file} (it holds {lock.lock_file}): wait for it "
+                 f"to end or stop it; to run a second search beside it, pass it another --trials-file")
+    try:
+        clean_temporaries(args.results_dir, os.path.dirname(args.trials_file) or ".")
+        return run_local_search(args, settings)
+    finally:
+        lock.release()
+
+
+def clean_temporaries(*folders):
+    """Remove the temporary files that writes killed midway left behind (utils.atomic_file), saying so."""
+    for folder in folders:
+        removed = remove_stale_temporaries(folder)
+        if removed:
+            print(f"Removed {len(removed)} temporary files left in {folder} by writes killed midway: "
+                  f"{', '.join(removed[:5])}{' ...' if len(removed) > 5 else ''}")
+
+
+def write_missing_result(trials, trials_file, results_dir):
+    """The last saved trial's result file, written from results.pkl when a stop came between saving it and
+    writing the file (a kill, a full disk): every saved trial has its file, and every file is of a saved trial."""
+    result = trials.trials[-1]["result"] if trials.trials else {}
+    name = result.get("model_name")
+    if "trial_id" not in result or not name or os.path.exists(os.path.join(results_dir, name + ".txt.json")):
+        return  # nothing missing, or a result of the classic repo, which wrote its files itself
+    path = save_json_result(name, result, results_dir)
+    print(f"Trial {len(trials.trials)} was saved in {trials_file} but its result file was not written (the search "
+          f"stopped in between): wrote {path} from {trials_file}.")
+
+
+def run_local_search(args, settings):
     split = load_split_or_exit(settings)
     trials = load_trials(args.trials_file, "it was left untouched: move it away to start a new search, "
                                            "or pass --trials-file")
@@ -91,11 +143,15 @@ def run_search(args):
           f"({args.validation}), {args.epochs} epochs per trial.")
     print(f"Found {found} saved trials in {args.trials_file}; {todo} more will run.", flush=True)
 
-    objective = make_objective(settings)
+    # Each trial is saved to results.pkl first, then its result file is written: a stop in between leaves a
+    # trial without its file, written on resume, never a file of a trial that runs again.
+    objective = make_objective(settings, save_result=False)
     saved = found
+    n = found
     drawn = None  # the model_name of the best model drawn to model_best.png
     search_start = time.time()
     try:
+        write_missing_result(trials, args.trials_file, args.results_dir)
         while args.max_evals is None or len(trials.trials) < args.max_evals:
             n = len(trials.trials) + 1
             print(f"\n=== Trial {n}" + (f" of {args.max_evals}" if args.max_evals else "") + " ===", flush=True)
@@ -105,7 +161,9 @@ def run_search(args):
                      rstate=np.random.default_rng([args.seed, n]))  # a new stream per trial, also when resumed
             save_trials(trials, args.trials_file)
             saved = len(trials.trials)
-            print(f"Trial {n} took {time.time() - start:.0f} s, {describe(trials.trials[-1]['result'])}")
+            result = trials.trials[-1]["result"]
+            save_json_result(result["model_name"], result, args.results_dir)
+            print(f"Trial {n} took {time.time() - start:.0f} s, {describe(result)}")
             if args.max_evals and n < args.max_evals:
                 left = (time.time() - search_start) / (n - found) * (args.max_evals - n)
                 print(f"About {duration(left)} left for {args.max_evals - n} more trials")
@@ -114,20 +172,33 @@ def run_search(args):
         print(f"\nInterrupted. The {saved} finished trials are saved in "
               f"{args.trials_file}: run the same command again to resume.")
         return 130
+    except OSError as e:  # a write failed (a full disk): say what is saved, in one line
+        sys.exit(f"error: {e}. The search stopped: {what_is_saved(saved, n, args)}")
     print_best(trials, args.results_dir)
     return 0
+
+
+def what_is_saved(saved, n, args):
+    """What a search that stopped on a failed write at trial n has kept, and how to go on."""
+    trials = f"{saved} finished trial{'' if saved == 1 else 's'}"
+    if saved >= n:  # trial n is in results.pkl: its result file was not written
+        return (f"the {trials} are saved in {args.trials_file}, and their result files in {args.results_dir}/ but "
+                f"for trial {n}'s: free space, then run the same command again to resume; it writes that file "
+                f"from {args.trials_file}.")
+    return (f"trial {n} is lost; {args.trials_file} still holds the {trials} before it, and {args.results_dir}/ "
+            f"their result files: free space, then run the same command again to resume.")
 
 
 def run_mongo_search(args):
     """The same search on hyperopt's MongoTrials: TPE queues trials in MongoDB, workers train them."""
     settings = settings_from(args)
-    trials = mongo_search.connect_or_exit(args.mongo, args.exp_key)
+    # --max-evals is the experiment's total, however many drivers queue its trials
+    trials = mongo_search.connect_or_exit(args.mongo, args.exp_key, max_evals=args.max_evals)
     mongo_search.store_settings_or_exit(trials, settings, args.exp_key)  # workers read them there too
     found = len(trials.trials)
     todo = "until Ctrl-C" if args.max_evals is None else max(0, args.max_evals - found)
-    url = mongo_search.shown(args.mongo)
-    print(f"Experiment {args.exp_key!r} at {url}: {args.dataset}, {args.epochs} epochs per trial, trained by "
-          f"workers:\n    python3 hyperopt_worker.py --mongo {url} --exp-key {args.exp_key}")
+    print(f"Experiment {args.exp_key!r} at {mongo_search.shown(args.mongo)}: {args.dataset}, {args.epochs} epochs "
+          f"per trial, trained by workers:\n    {mongo_search.worker_command(args.mongo, args.exp_key)}")
     print(f"Found {found} trials of the experiment; {todo} more will be queued.", flush=True)
 
     requeue_lost = RequeueLostTrials(args.exp_key, args.stale_after)

@@ -11,7 +11,8 @@ the experiment, as its driver stored it, never from this machine's environment. 
 --data-dir and --results-dir, when relative (the defaults ml_req and results), are folders of the
 directory this worker runs in. Other options go to hyperopt-mongo-worker (--poll-interval,
 --max-jobs, --no-subprocesses, ...). Ctrl-C or SIGTERM stops the worker; its trial goes back to
-the queue.
+the queue. The MongoDB password reaches the per-trial processes in MONGO_DB_PASSWORD, never in
+their command line (which ps shows to every user of the machine).
 """
 import argparse
 import logging
@@ -75,7 +76,11 @@ def main(argv=None):
     defaults = {"--workdir": os.getcwd(),  # hyperopt's default is a new folder per trial: relative paths would break
                 "--reserve-timeout": "inf"}  # wait for trials as long as it takes (hyperopt's default: 2 minutes)
     given = {option.split("=")[0] for option in hyperopt_options}
-    sys.argv = [os.path.abspath(__file__), f"--mongo={args.mongo[:-len('/jobs')]}", f"--exp-key={args.exp_key}",
+    password = mongo_search.password_of(args.mongo)
+    if password is not None:  # hyperopt starts each trial's process with --mongo=URL: the password goes by env
+        os.environ["MONGO_DB_PASSWORD"] = password
+    url = mongo_search.without_password(args.mongo)[:-len("/jobs")]
+    sys.argv = [os.path.abspath(__file__), f"--mongo={url}", f"--exp-key={args.exp_key}",
                 *[f"{k}={v}" for k, v in defaults.items() if k not in given], *hyperopt_options]
     try:
         return mongoexp.main_worker()

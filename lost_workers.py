@@ -1,8 +1,11 @@
 """Lost workers: how a MongoDB search notices a trial whose worker died, and gives the trial to another.
 
-    worker (per trial)   Heartbeat: hyperopt's ctrl.checkpoint() at the start and after each epoch, which
-                         stamps the job and gives it a new version (and stores the trial's partial result,
-                         where its stopping rule publishes one); TrialLost when the job was taken away
+    worker (per trial)   Heartbeat: hyperopt's ctrl.checkpoint(), which stamps the job and gives it a new
+                         version, every HEARTBEAT_EVERY_S from a thread for the whole trial (data loading,
+                         model building, test scoring included), and at the start and after each epoch,
+                         carrying the partial result of the trial's stopping rule where it publishes one;
+                         TrialLost when the job was taken away; the result is stored in the job before its
+                         result file is written, so a trial taken away writes no file
     driver               RequeueLostTrials: a RUNNING job whose version has not changed for --stale-after
                          seconds lost its worker: back in the queue; failed after MAX_LOST_RUNS
     worker (process)     Stopped: SIGTERM, SIGINT or SIGHUP put the worker's trial back in the queue
@@ -11,16 +14,23 @@ hyperopt's MongoTrials alone leaves the trial of a dead worker RUNNING forever.
 """
 import re
 import signal
+import threading
 import time
 
 import keras
 import pymongo
 from hyperopt import STATUS_FAIL
-from hyperopt.base import JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW, JOB_STATE_RUNNING
+from hyperopt.base import JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW, JOB_STATE_RUNNING, SONify
 from hyperopt.mongoexp import OperationFailure
 from hyperopt.utils import coarse_utcnow
 
-STALE_AFTER_S = 600  # default: longer than any epoch (a trial's heartbeats come once an epoch)
+HEARTBEAT_EVERY_S = 2  # a running trial stamps its job this often, whatever it is doing
+# The driver requeues a trial silent for --stale-after seconds. A healthy trial is silent for one
+# heartbeat interval at most, plus a MongoDB round trip, plus, once, the moment between reserving the
+# trial and its first beat (the trial's process unpickles the objective). Under 10 s (5 intervals),
+# a busy machine or a slow MongoDB answer would requeue healthy trials: refused.
+MIN_STALE_AFTER_S = 10
+STALE_AFTER_S = 600  # default: a dead worker's trial waits 10 minutes; ample for any pause of a healthy one
 MAX_LOST_RUNS = 3  # a trial whose worker dies 3 times probably kills it (out of memory): marked failed
 
 
@@ -33,26 +43,92 @@ class TrialLost(BaseException):
 
 
 class Heartbeat(keras.callbacks.Callback):
-    """On a MongoDB worker: tell the driver this trial is alive, as training starts and after each epoch.
+    """On a MongoDB worker: tell the driver this trial is alive, for as long as it runs.
 
     hyperopt's ctrl.checkpoint() stamps the job's refresh_time and gives it a new version; the
-    driver requeues trials that stay silent (RequeueLostTrials, below). It fails once the
-    driver has requeued the job (this worker was silent too long), and then the trial stops here.
+    driver requeues trials that stay silent (RequeueLostTrials, below). Used as a context manager
+    around the whole trial, a thread beats every HEARTBEAT_EVERY_S seconds, so loading the data,
+    building the model and scoring the test set are never silent; as a Keras callback it also beats
+    as training starts and after each epoch, and raises TrialLost there once a beat found the job
+    taken away (the driver requeued it: this worker was silent too long). keep(result) stores the
+    result in the job before the result file is written: no file for a trial taken away.
+
+    Every ctrl.checkpoint() of the trial (these beats, hyperopt's, a stopping rule's partial
+    results) goes through one lock while the thread runs: hyperopt's checkpoint reads and bumps the
+    job's version in place, which two threads at once would corrupt.
     """
 
-    def __init__(self, ctrl, partial_result=None):
+    def __init__(self, ctrl, every_s=None, partial_result=None):
         super().__init__()
         self.ctrl = ctrl
-        self.partial_result = partial_result or (lambda: None)  # stored with the beat (objective.py)
+        self.every_s = HEARTBEAT_EVERY_S if every_s is None else every_s
+        # The stopping rule's progress (pruning.AshaRule.partial_result), stored by the epoch beats; the
+        # thread's beats store nothing: hyperopt's checkpoint() without a result keeps the job's result.
+        self.partial_result = partial_result or (lambda: None)
+        self.lost = None  # why the trial is no longer this worker's, once a beat found out
+        self._checkpoint = ctrl.checkpoint  # hyperopt's own
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread = None
+        self._unreachable = False  # said once per MongoDB outage
+
+    def _locked_checkpoint(self, result=None):
+        with self._lock:
+            return self._checkpoint(result)
+
+    def __enter__(self):
+        self.ctrl.checkpoint = self._locked_checkpoint
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.ctrl.checkpoint = self._checkpoint
+
+    def _run(self):
+        while self._send() and not self._stop.wait(self.every_s):
+            pass
+
+    def _send(self, result=None, partial=False):
+        """One checkpoint of the job (with result: stored in it); False once the trial is no longer this worker's.
+        A partial result not sent (MongoDB unreachable) goes with the next epoch's beat."""
+        with self._lock:
+            if self.lost:
+                return False
+            try:
+                self._checkpoint(None if result is None else SONify(result))
+            except OperationFailure as e:  # no job at the version this worker holds: the driver requeued it
+                self.ctrl.read_only = True  # hyperopt then writes nothing more to the job for this worker
+                self.lost = f"trial {self.ctrl.current_trial['tid']} was requeued by the driver: {e}"
+                return False
+            except pymongo.errors.ConnectionFailure as e:  # MongoDB unreachable for now: train on, beat again
+                if result is not None and not partial:
+                    raise
+                if not self._unreachable:
+                    print(f"Heartbeat not sent ({type(e).__name__}), will try again", flush=True)
+                self._unreachable = True
+                return True
+            self._unreachable = False
+            return True
 
     def beat(self):
-        try:
-            self.ctrl.checkpoint(self.partial_result())  # None: only the stamp, the job's result is kept
-        except OperationFailure as e:  # no job at the version this worker holds: the driver requeued it
-            self.ctrl.read_only = True  # hyperopt then writes nothing more to the job for this worker
-            raise TrialLost(f"trial {self.ctrl.current_trial['tid']} was requeued by the driver: {e}") from None
-        except pymongo.errors.ConnectionFailure as e:  # MongoDB unreachable for now: train on, beat next epoch
-            print(f"Heartbeat not sent ({type(e).__name__}), will try again after the next epoch", flush=True)
+        if Stopped.received is not None:  # a stop signal whose exception Python dropped (see Stopped)
+            raise Stopped(Stopped.received)
+        if not self._send(self.partial_result(), partial=True):
+            raise TrialLost(self.lost)
+
+    def keep(self, result):
+        """Store the trial's result in its job, as long as this worker still holds the job; TrialLost otherwise.
+
+        Called before the result file is written: a trial that MongoDB gave to another worker, or
+        marked failed, gets no result file from this one.
+        """
+        if Stopped.received is not None:
+            raise Stopped(Stopped.received)
+        if not self._send(result):
+            raise TrialLost(self.lost)
 
     def on_train_begin(self, logs=None):
         self.beat()
@@ -68,10 +144,16 @@ class Stopped(BaseException):
     so the trial would record it as its failure. This one is not: hyperopt marks the job as errored
     and the driver requeues it. Later signals are ignored (Ctrl-C reaches the worker and its trial's
     process, and the worker then signals that process again) so that the job is released in peace.
+    A signal that lands in a gc callback (keras' clear_session collects; jax registers a callback)
+    raises there, and Python only prints the exception: so it is also recorded in `received`, and
+    the trial's next heartbeat on the main thread (Heartbeat.beat, keep) raises it again.
     """
+
+    received = None  # the signal, once one came
 
     def __init__(self, *args):
         super().__init__(*args)
+        Stopped.received = args[0] if args else True
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
 
@@ -80,7 +162,7 @@ class RequeueLostTrials:
     """Put back in the queue the trials whose worker died or stopped; mark them failed after MAX_LOST_RUNS.
 
     A running trial's job gets a new version at each heartbeat (Heartbeat calls hyperopt's
-    ctrl.checkpoint once an epoch). A RUNNING job whose version has not changed for stale_after
+    ctrl.checkpoint every HEARTBEAT_EVERY_S seconds). A RUNNING job whose version has not changed for stale_after
     seconds, timed on this machine (worker clocks may differ), lost its worker: killed, out of
     memory, machine gone. A job in hyperopt's ERROR state lost it too: the worker was stopped
     (SIGTERM, Ctrl-C) or could not start the trial (hks's trials report their own failures as

@@ -5,11 +5,12 @@ Database.authenticate, all removed in pymongo 4: the driver fails with "'Cursor'
 attribute 'count'", a worker with "'Collection' object is not callable ... find_and_modify"
 (len(MongoJobs) even returns 0 silently). install() puts the removed methods back on pymongo's
 classes, as thin wrappers of their pymongo 4 replacements with the pymongo 3 meaning, and makes
-mongoexp pass the user and password of a mongo://USER:PASSWORD@HOST:PORT/DB/jobs URL to
-MongoClient. The driver, the worker and each per-trial worker process call install() before they
-touch MongoDB; nothing else in hks uses these names. Delete this file when hyperopt stops
-needing it (tests/test_mongo.py says when).
+mongoexp pass the user and password of a mongo://USER[:PASSWORD]@HOST:PORT/DB/jobs URL to
+MongoClient (without :PASSWORD, MONGO_DB_PASSWORD's). The driver, the worker and each per-trial
+worker process call install() before they touch MongoDB; nothing else in hks uses these names.
+Delete this file when hyperopt stops needing it (tests/test_mongo.py says when).
 """
+import os
 import urllib.parse
 
 import pymongo
@@ -56,13 +57,19 @@ _connection_with_tunnel = mongoexp.connection_with_tunnel
 
 
 def connection_with_tunnel(dbname, host="localhost", auth_dbname=None, port=27017, ssh=False, user=None, pw=None):
-    """mongoexp's connection, authenticated by MongoClient (pymongo 4 has no Database.authenticate)."""
+    """mongoexp's connection, authenticated by MongoClient (pymongo 4 has no Database.authenticate).
+
+    A URL with a user but no password (mongo://USER@HOST:PORT/DB: how hks starts per-trial processes)
+    takes the password from MONGO_DB_PASSWORD, so that it never shows in a command line.
+    """
     if ssh:  # no authentication on that path: hyperopt's own code works with pymongo 4
         return _connection_with_tunnel(dbname, host, auth_dbname, port, ssh, user, pw)
     auth = {}
     if user:
         auth = {"username": urllib.parse.unquote(user),  # a URL carries them percent-encoded
-                "password": urllib.parse.unquote(pw) if pw else mongoexp.read_pw()}
+                "password": urllib.parse.unquote(pw) if pw is not None else os.environ.get("MONGO_DB_PASSWORD")}
+        if auth["password"] is None:  # hyperopt's own last resort: ~/.hyperopt
+            auth["password"] = mongoexp.read_pw()
         if auth_dbname:
             auth["authSource"] = auth_dbname  # otherwise pymongo's default: the admin database
     return pymongo.MongoClient(host, port, document_class=SON, w=1, journal=True, **auth), None

@@ -7,24 +7,31 @@ hyperopt's own engine does the work: the driver queues the trials TPE proposes i
 workers (hyperopt-mongo-worker processes) reserve and train them. This module adds the pieces
 hyperopt lacks: a one-line error when MongoDB cannot be used, the experiment's settings stored
 next to its trials (so a resumed driver cannot change the budget and workers can check their
-data). The requeueing of trials whose worker died, which hyperopt leaves RUNNING forever, is in
-lost_workers.py.
+data), --max-evals as the experiment's total however many drivers queue its trials
+(ExperimentTrials), and the password kept out of command lines (mongo://USER@...: the password is
+MONGO_DB_PASSWORD's). The requeueing of trials whose worker died, which hyperopt leaves RUNNING
+forever, is in lost_workers.py.
 """
 import json
 import os
 import re
+import shlex
 import sys
 import time
 import urllib.parse
 
 import pymongo
+from hyperopt.mongoexp import MongoTrials
 
 import mongo_compat
 
-URL_FORM = "mongo://[USER:PASSWORD@]HOST:PORT/DB/jobs"  # hyperopt's workers read DB/jobs, so jobs it is
-_URL = re.compile(r"mongo://(?:(?P<user>[^:@/]+):(?P<password>[^@/]*)@)?(?P<host>[^:@/]+):(?P<port>\d+)"
+URL_FORM = "mongo://[USER[:PASSWORD]@]HOST:PORT/DB/jobs"  # hyperopt's workers read DB/jobs, so jobs it is
+# USER without :PASSWORD: the password is MONGO_DB_PASSWORD's (so that it stays out of command lines)
+_URL = re.compile(r"mongo://(?:(?P<user>[^:@/]+)(?::(?P<password>[^@/]*))?@)?(?P<host>[^:@/]+):(?P<port>\d+)"
                   r"/(?P<db>[\w-]+)/jobs")
+AUTHENTICATION_FAILED = 18  # MongoDB's error code for a wrong user or password
 CONNECT_TIMEOUT_S = 5  # a MongoDB that does not answer in 5 s is down or unreachable: say so, do not hang
+SLOT = "hks_slot"  # a trial's place among the experiment's max_evals (ExperimentTrials)
 SETTINGS = "hks_settings"  # the experiment's trial settings, a JSON attachment of its trials in GridFS
 LOCAL_SETTINGS = ("data_dir", "results_dir", "verbose")  # folders on each worker: not part of the experiment
 
@@ -44,8 +51,37 @@ def url_from_env(default_host=None):
 
 
 def shown(url):
-    """The URL without its password, for messages."""
+    """The URL with *** for its password, for messages."""
     return re.sub(r"://([^:@/]+):[^@/]*@", r"://\1:***@", url)
+
+
+def without_password(url):
+    """mongo://USER@...: the URL to give other processes, which take the password from MONGO_DB_PASSWORD."""
+    return re.sub(r"://([^:@/]+):[^@/]*@", r"://\1@", url)
+
+
+def worker_command(url, exp_key):
+    """The command that starts a worker of the experiment, to copy and paste: the password stays out of it."""
+    command = (f"python3 hyperopt_worker.py --mongo {shlex.quote(without_password(url))} "
+               f"--exp-key {shlex.quote(exp_key)}")
+    user = parse_url_or_exit(url)["user"]
+    if user:
+        command += f"   # the password of {urllib.parse.unquote(user)}: MONGO_DB_PASSWORD in the worker's environment"
+    return command
+
+
+def password_of(url):
+    """The password of the URL's user (percent-decoded): its own, else MONGO_DB_PASSWORD; None without a user."""
+    m = parse_url_or_exit(url)
+    if not m["user"]:
+        return None
+    if m["password"] is not None:
+        return urllib.parse.unquote(m["password"])
+    password = os.environ.get("MONGO_DB_PASSWORD")
+    if password is None:
+        sys.exit(f"error: --mongo {url} names user {urllib.parse.unquote(m['user'])!r} but no password: set "
+                 f"MONGO_DB_PASSWORD (or give mongo://USER:PASSWORD@...)")
+    return password
 
 
 def parse_url_or_exit(url):
@@ -55,26 +91,65 @@ def parse_url_or_exit(url):
     return match
 
 
-def connect_or_exit(url, exp_key, refresh=True):
-    """hyperopt's MongoTrials of the experiment (refresh: with its trials loaded), or one line saying why
-    MongoDB cannot be used."""
-    mongo_compat.install()
-    from hyperopt.mongoexp import MongoTrials  # after install(): its connections then authenticate
+class ExperimentTrials(MongoTrials):
+    """hyperopt's MongoTrials of one experiment, holding max_evals trials at most, however many drivers queue them.
+
+    hyperopt's fmin stops after queueing max_evals minus the trials it found as it started, counting
+    only the ones it queued itself: two drivers started together with --max-evals 3 queued 6. Here
+    each trial takes a numbered slot of the experiment (field hks_slot, "EXP_KEY#N") as it is
+    inserted, and a unique index on the slots makes MongoDB give each slot once, atomically: a
+    driver that finds all max_evals slots taken inserts nothing more. The insert is the
+    reservation, so a driver that dies holds no slot; trials queued before slots existed count too.
+    """
+
+    def __init__(self, *args, max_evals=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_evals, self.refused = max_evals, 0
+        if max_evals is not None:
+            self.handle.jobs.create_index(SLOT, unique=True, sparse=True)  # sparse: other trials have no slot
+
+    def _insert_trial_docs(self, docs):
+        if self.max_evals is None:
+            return super()._insert_trial_docs(docs)
+        jobs, inserted = self.handle.jobs, []
+        for doc in docs:
+            slot = jobs.count_documents({"exp_key": self._exp_key})
+            while slot < self.max_evals:
+                doc[SLOT] = f"{self._exp_key}#{slot}"
+                try:
+                    inserted.append(jobs.insert_one(doc).inserted_id)
+                    break
+                except pymongo.errors.DuplicateKeyError:  # another driver took this slot just now
+                    slot += 1
+            else:  # fmin goes on polling (and requeueing) until the experiment's trials are done
+                if not self.refused:
+                    print(f"Experiment {self._exp_key!r} has all its {self.max_evals} trials (--max-evals), counting "
+                          f"those of any other driver: this driver queues no more.", flush=True)
+                self.refused += 1
+        return inserted
+
+
+def connect_or_exit(url, exp_key, refresh=True, max_evals=None):
+    """hyperopt's MongoTrials of the experiment (refresh: with its trials loaded; max_evals: queueing no more
+    than that many trials in all, see ExperimentTrials), or one line saying why MongoDB cannot be used."""
+    mongo_compat.install()  # before any connection: they then authenticate
 
     m = parse_url_or_exit(url)
-    unquote = urllib.parse.unquote
+    user = urllib.parse.unquote(m["user"]) if m["user"] else None
     client = pymongo.MongoClient(m["host"], int(m["port"]), serverSelectionTimeoutMS=CONNECT_TIMEOUT_S * 1000,
-                                 username=unquote(m["user"]) if m["user"] else None,
-                                 password=unquote(m["password"]) if m["user"] else None)
+                                 username=user, password=password_of(url))
     try:
         client.admin.command("ping")  # also authenticates, when the URL has a user
     except pymongo.errors.PyMongoError as e:
-        reason = str(e).split(" (configured timeouts")[0].split(", full error")[0].splitlines()[0]
+        if getattr(e, "code", None) == AUTHENTICATION_FAILED:  # MongoDB runs: the advice below would mislead
+            sys.exit(f"error: cannot use MongoDB at {shown(url)}: authentication failed for user {user!r}: check "
+                     f"MONGO_DB_USER and MONGO_DB_PASSWORD (or USER:PASSWORD in --mongo)")
+        reason = str(e).split(" (configured timeouts")[0].split(", full error")[0].splitlines()[0].rstrip(".")
         sys.exit(f"error: cannot use MongoDB at {shown(url)}: {reason}. Start it (see local_infra/) or fix "
                  f"--mongo (env MONGO_DB_HOST, MONGO_DB_PORT, MONGO_DB_USER, MONGO_DB_PASSWORD)")
     finally:
         client.close()
-    return MongoTrials(url, exp_key=exp_key, refresh=refresh)
+    return ExperimentTrials(url, exp_key=exp_key, refresh=refresh, max_evals=max_evals)
 
 
 def store_settings_or_exit(trials, settings, exp_key):

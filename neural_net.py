@@ -174,9 +174,25 @@ def build_model(hype_space, nb_fine=100, nb_coarse=20, input_dtype="uint8", comp
             optimizer=OPTIMIZERS[hype_space["optimizer"]](learning_rate=STARTING_LR * hype_space["lr_rate_mult"]),
             loss={name: "sparse_categorical_crossentropy" for name in outputs},  # integer labels, no one-hot copies
             loss_weights=loss_weights,
-            metrics={name: ["accuracy"] for name in outputs},
+            metrics=head_metrics(outputs),
         )
     return model
+
+
+def head_metrics(outputs):
+    """Accuracy of each head, logged as <head>_accuracy and val_<head>_accuracy with one head as with two.
+
+    With two outputs Keras 3 prefixes each metric with its output's name and logs each head's loss
+    (<head>_loss); with one it does neither (accuracy, val_accuracy), and every reader of the fine metrics
+    (KeepBestWeights, pruning.METRIC, the result keys, report.py) would miss them on CIFAR-10. So a single
+    head gets its metrics named explicitly, its loss included: the same unweighted cross-entropy, without
+    the L2 terms, that Keras logs per head when there are two.
+    """
+    if len(outputs) > 1:
+        return {name: ["accuracy"] for name in outputs}
+    (name,) = outputs
+    return {name: [keras.metrics.SparseCategoricalAccuracy(name=f"{name}_accuracy"),
+                   keras.metrics.SparseCategoricalCrossentropy(name=f"{name}_loss")]}
 
 
 def draw_model(hype_space, path, dataset="cifar100"):
@@ -304,21 +320,28 @@ def tensorboard_callbacks(log_dir):
 
 def save_model_files(model, model_name, folder):
     """The trained model (.keras: architecture, weights, optimizer) and its weights alone (.weights.h5)."""
-    os.makedirs(folder, exist_ok=True)
     files = {"model_file": os.path.join(folder, model_name + ".keras"),
              "weights_file": os.path.join(folder, model_name + ".weights.h5")}
-    model.save(files["model_file"])
-    model.save_weights(files["weights_file"])
+    with atomic_file(files["model_file"]) as tmp:  # a full disk leaves no half model behind
+        model.save(tmp)
+    with atomic_file(files["weights_file"]) as tmp:
+        model.save_weights(tmp)
     return files
 
 
-def build_and_train(hype_space, settings=None, callbacks=(), trial_id=None, save_model=False):
+def build_and_train(hype_space, settings=None, callbacks=(), trial_id=None, save_model=False, save_result=True,
+                    before_saving=None):
     """One trial: train, write results/<model_name>.txt.json, return the result.
 
     A failure of the trial itself (NaN loss, out of memory, a bad combination) is returned as
-    STATUS_FAIL with its error and traceback, so the search goes on. With settings["tensorboard"], the
-    epochs are logged to TensorBoard/running_<id>/, renamed TensorBoard/<model_name>/ at the end.
-    save_model=True also writes <model_name>.keras and <model_name>.weights.h5 beside the result file.
+    STATUS_FAIL with its error and traceback, so the search goes on; a failure to write a file (a full
+    disk) is not the trial's: its OSError, naming the file, is raised for the caller to say what was saved.
+    With settings["tensorboard"], the epochs are logged to TensorBoard/running_<id>/, renamed
+    TensorBoard/<model_name>/ at the end. save_model=True also writes <model_name>.keras and
+    <model_name>.weights.h5 beside the result file. save_result=False leaves the result file to the
+    caller (the local search writes it once results.pkl holds the trial: utils.save_json_result).
+    before_saving(result), when given, runs before the result file is written; what it raises (a MongoDB
+    worker's trial was taken away: lost_workers.Heartbeat.keep) leaves no result file.
     """
     settings = {**DEFAULT_SETTINGS, **(settings or {})}
     run_id = uuid.uuid4().hex[:8]
@@ -330,18 +353,23 @@ def build_and_train(hype_space, settings=None, callbacks=(), trial_id=None, save
     keras.backend.clear_session()  # free the previous trial's graph and memory
     print("Hyperspace:", json.dumps(hype_space, sort_keys=True), flush=True)
     try:
-        result, model = train(hype_space, settings, callbacks)
-        result["model_name"] = f"model_{result['fine_best_accuracy']:.4f}_{run_id}"
-        if save_model:
+        try:
+            result, model = train(hype_space, settings, callbacks)
+            result["model_name"] = f"model_{result['fine_best_accuracy']:.4f}_{run_id}"
+        except Exception as e:  # noqa: BLE001 -- any failure of one trial must not stop the search
+            result, model = {"status": STATUS_FAIL, "model_name": f"failed_{run_id}", "space": hype_space,
+                             "error": f"{type(e).__name__}: {e}".strip()[:2000],
+                             "traceback": traceback.format_exc()}, None
+        if save_model and model is not None:
             result.update(save_model_files(model, result["model_name"], settings["results_dir"]))
-    except Exception as e:  # noqa: BLE001 -- any failure of one trial must not stop the search
-        result = {"status": STATUS_FAIL, "model_name": f"failed_{run_id}", "space": hype_space,
-                  "error": f"{type(e).__name__}: {e}".strip()[:2000], "traceback": traceback.format_exc()}
     finally:
         keras.backend.clear_session()
     result.update(recorded)
+    if before_saving is not None:
+        before_saving(result)
     if os.path.isdir(log_dir):  # the run shows in TensorBoard under the name of its result file
         result["tensorboard_dir"] = os.path.join(TENSORBOARD_DIR, result["model_name"])
         os.replace(log_dir, result["tensorboard_dir"])
-    save_json_result(result["model_name"], result, settings["results_dir"])
+    if save_result:
+        save_json_result(result["model_name"], result, settings["results_dir"])
     return result

@@ -2,9 +2,9 @@
 stopping rule (pruning.py) and, on a MongoDB worker, the heartbeat that lets the driver requeue the
 trials of dead workers (lost_workers.py).
 
-One checkpoint per epoch: a rule that publishes the running trial's progress (AshaRule.partial_result)
-has it stored by hyperopt's ctrl.checkpoint, in the trial's MongoDB document on a worker (carried by
-the heartbeat, which checkpoints anyway) or in the local trials object; other trials judge against it.
+A rule that publishes the running trial's progress (AshaRule.partial_result) has it stored by hyperopt's
+ctrl.checkpoint after each epoch: in the trial's MongoDB document on a worker (carried by the heartbeat's
+epoch beat, which checkpoints anyway), or in the local trials object; other trials judge against it.
 
 It lives in this importable module (not in the driver's __main__), so that hyperopt can pickle the
 objective by reference for its MongoDB workers.
@@ -38,27 +38,37 @@ def partial_result_of(rules):
 
 
 def trial_callbacks(settings, ctrl):
-    """The trial's stopping rule, then its one checkpoint per epoch: the heartbeat on a MongoDB worker,
-    which carries the rule's partial result; locally, the partial result alone, if the rule has one.
-    After the rules, so that an epoch's checkpoint carries what they recorded at that epoch."""
+    """The trial's stopping rule, then its checkpoint after each epoch: on a MongoDB worker the heartbeat
+    (last: a context manager too, see _objective), whose epoch beats carry the rule's partial result;
+    locally, the partial result alone, if the rule has one. After the rules, so that an epoch's
+    checkpoint carries what they recorded at that epoch."""
     callbacks = stopping_rules(settings, ctrl.trials, ctrl.current_trial["tid"])
     partial_result = partial_result_of(callbacks)
     if isinstance(ctrl, MongoCtrl):
-        callbacks.append(Heartbeat(ctrl, partial_result))
+        callbacks.append(Heartbeat(ctrl, partial_result=partial_result))
     elif partial_result is not None:
         callbacks.append(PublishProgress(ctrl, partial_result))
     return callbacks
 
 
-def _objective(expr, memo, ctrl, settings):
+def _objective(expr, memo, ctrl, settings, save_result=True):
     """hyperopt passes the trial's ctrl: its id, and its view of the other trials (all workers' on MongoDB)."""
-    hype_space = rec_eval(expr, memo=memo)
-    return build_and_train(hype_space, settings, callbacks=trial_callbacks(settings, ctrl),
-                           trial_id=ctrl.current_trial["tid"])
+    tid = ctrl.current_trial["tid"]
+    callbacks = trial_callbacks(settings, ctrl)
+    if not isinstance(ctrl, MongoCtrl):
+        hype_space = rec_eval(expr, memo=memo)
+        return build_and_train(hype_space, settings, callbacks=callbacks, trial_id=tid, save_result=save_result)
+    # On a worker: heartbeats for the whole trial, and the result in MongoDB before its file is written.
+    heartbeat = callbacks[-1]
+    with heartbeat:
+        hype_space = rec_eval(expr, memo=memo)
+        return build_and_train(hype_space, settings, callbacks=callbacks, trial_id=tid, before_saving=heartbeat.keep,
+                               save_result=save_result)
 
 
-def make_objective(settings):
-    """The objective for fmin, bound to the experiment's settings."""
-    objective = functools.partial(_objective, settings=settings)
+def make_objective(settings, save_result=True):
+    """The objective for fmin, bound to the experiment's settings. save_result=False: the caller writes each
+    result file (the local search, after saving the trial to results.pkl)."""
+    objective = functools.partial(_objective, settings=settings, save_result=save_result)
     objective.fmin_pass_expr_memo_ctrl = True  # hyperopt then calls it with (expr, memo, ctrl)
     return objective

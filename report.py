@@ -25,6 +25,7 @@ import sys
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display needed
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # --models loads Keras: no TensorFlow start-up INFO lines
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
@@ -361,7 +362,8 @@ def main(argv=None):
         trials = mongo_search.connect_or_exit(args.mongo, args.exp_key)
         sources.append(f"{mongo_search.shown(args.mongo)} ({args.exp_key})")
     elif os.path.exists(args.trials_file):
-        trials = load_trials(args.trials_file, "pass --trials-file, or move it away to report on the result files alone")
+        trials = load_trials(args.trials_file,
+                             "pass --trials-file, or move it away to report on the result files alone")
         sources.append(args.trials_file)
     unfinished, orphans = add_trials(trials, rows) if trials is not None else (0, [])
     rows = list(rows.values())

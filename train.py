@@ -11,13 +11,16 @@ go to TensorBoard/<model_name>/ (--no-tensorboard turns them off; make tensorboa
 """
 import argparse
 import json
+import os
 import sys
 
-from data import load_split_or_exit
-from neural_net import build_and_train
-from search_space import NAMED_SPACES, HyperspaceError, check_hyperspace
-from settings import add_training_options, settings_from
-from utils import describe, load_best_result, print_json, warn
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # before Keras loads TensorFlow: no start-up INFO lines
+
+from data import load_split_or_exit  # noqa: E402
+from neural_net import build_and_train  # noqa: E402
+from search_space import NAMED_SPACES, HyperspaceError, check_hyperspace  # noqa: E402
+from settings import add_training_options, settings_from  # noqa: E402
+from utils import check_writable_or_exit, describe, load_best_result, print_json, warn  # noqa: E402
 
 
 def resolve_space(name, results_dir):
@@ -47,6 +50,18 @@ def resolve_space(name, results_dir):
     return loaded
 
 
+def saved_files(failed_path):
+    """Which files of the run a failed write left in place (the model, its weights, its result file)."""
+    name = os.path.basename(failed_path or "")
+    for suffix in (".txt.json", ".keras", ".weights.h5"):
+        name = name.removesuffix(suffix)
+    folder = os.path.dirname(failed_path or "")
+    there = [f for f in (name + s for s in (".keras", ".weights.h5", ".txt.json"))
+             if name and os.path.exists(os.path.join(folder, f))]
+    kept = f"{', '.join(there)} {'is' if len(there) == 1 else 'are'} in {folder}/, " if there else "none was saved, "
+    return kept + "the rest is not; free space and run train.py again."
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False)
@@ -57,8 +72,13 @@ def main(argv=None):
     args = p.parse_args(argv)
     settings = settings_from(args)
     hype_space = resolve_space(args.space, args.results_dir)
+    check_writable_or_exit(args.results_dir, "train.py writes the model and its result file there: free space or "
+                                             "fix the folder, or pass --results-dir another folder")
     load_split_or_exit(settings)
-    result = build_and_train(hype_space, settings, save_model=True)
+    try:
+        result = build_and_train(hype_space, settings, save_model=True)
+    except OSError as e:  # a write failed after training (a full disk): say what is saved, in one line
+        sys.exit(f"error: {e}. The trained model's files are not all saved: {saved_files(e.filename)}")
     summary = {k: v for k, v in result.items() if k not in ("history", "traceback")}
     print_json(summary)
     if result["status"] == "ok":

@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 
+import filelock
 from hyperopt import STATUS_OK, Trials
 
 RESULTS_DIR = "results"
@@ -19,30 +20,91 @@ def print_json(result):
     print(json.dumps(result, indent=4, sort_keys=True, default=str))
 
 
+def _fsync(path, flags=os.O_RDONLY):
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_file(path):
     """Yield a temporary path beside `path` (same extension) to write; renamed to `path` if the block succeeds,
-    removed if it fails: a crash never leaves half a file, and a reader sees the old file or the new one."""
+    removed if it fails: a crash never leaves half a file, and a reader sees the old file or the new one.
+
+    The new file is flushed to disk (fsync) before the rename and the folder after it, so that a power
+    loss too leaves the old file or the whole new one. A failed write (a full disk) raises an OSError
+    that names `path`, not its temporary.
+    """
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=os.path.basename(path))
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private (0600); results are for everyone who shares the folder
+    tmp = None
     try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=os.path.basename(path))
+        os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private (0600); results are for everyone sharing the folder
         yield tmp
+        _fsync(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
+        tmp = None
+        with contextlib.suppress(OSError):  # some filesystems cannot fsync a folder; the file is complete anyway
+            _fsync(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as e:
+        if e.errno is None:
+            raise
+        raise OSError(e.errno, e.strerror, path) from e  # the same subclass (FileNotFoundError, ...) for its errno
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
 
 
 def atomic_write(path, write, mode="w"):
     """Write a file through write(f) on a temporary sibling, then a rename (atomic_file)."""
     with atomic_file(path) as tmp, open(tmp, mode) as f:
         write(f)
+
+
+def trials_lock(trials_file):
+    """The lock of one search's trials file: a FileLock on <trials_file>.lock. It is an flock, which the
+    OS drops when its process ends, killed or crashed: the .lock file stays, and never blocks a new driver."""
+    return filelock.FileLock(trials_file + ".lock")
+
+
+def check_writable_or_exit(folder, what):
+    """Create `folder` if needed and write a small file in it, before any training: a read-only or full
+    disk, a missing permission, or a path under a file is one line and exit 1, not a lost trial.
+
+    A real write, not os.access: root passes os.access on a read-only mount, and no check of rights sees
+    a full disk. The probe is an unnamed file (O_TMPFILE where Linux has it), and the folders the check
+    made are removed again: it leaves nothing behind (the first write makes them for good).
+    """
+    made = [p for p in _ancestors(folder) if not os.path.exists(p)]
+    try:
+        os.makedirs(folder or ".", exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder or ".") as probe:
+            probe.write(bytes(4096))
+            probe.flush()
+    except OSError as e:
+        blocker = next((p for p in _ancestors(folder) if os.path.exists(p) and not os.path.isdir(p)), None)
+        reason = f"{blocker} is a file, not a folder" if blocker else f"{type(e).__name__}: {e.strerror or e}"
+        raise SystemExit(f"error: cannot write in {folder or '.'}/ ({reason}): {what}") from None
+    finally:
+        for path in reversed(made):
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+
+
+def _ancestors(folder):
+    """folder, its parent, ... up to the first relative or root component: a/b/c -> a, a/b, a/b/c."""
+    parts = []
+    while folder and folder not in parts and folder != os.path.dirname(folder):
+        parts.append(folder)
+        folder = os.path.dirname(folder)
+    return reversed(parts)
 
 
 def warn(message):

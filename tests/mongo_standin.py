@@ -5,11 +5,18 @@ protocol for hyperopt's MongoTrials, its workers and GridFS: the legacy OP_QUERY
 pymongo opens each connection with, then OP_MSG commands (maxWireVersion 17, as MongoDB 6.0). It
 announces no sessions, no compression and no streaming monitoring, so pymongo uses none of them.
 One lock serializes all commands, so findAndModify (how workers reserve trials) is atomic, as on a
-real server. Not for anything but tests: no auth, no cursors beyond the first batch.
+real server. With users={name: password} it asks for them as MongoDB does (SCRAM-SHA-256, the
+mechanism pymongo picks; the accounts live in the admin database): only hello, ping and the SASL
+conversation work before a connection authenticates, and a wrong password gets MongoDB's
+"Authentication failed." (code 18). Not for anything but tests: no cursors beyond the first batch.
 
     python3 tests/mongo_standin.py 27017      # run one by hand
 """
+import base64
 import datetime
+import hashlib
+import hmac
+import os
 import socketserver
 import struct
 import sys
@@ -21,6 +28,8 @@ from bson.int64 import Int64
 from pymongo import ReturnDocument
 
 OP_REPLY, OP_QUERY, OP_MSG = 1, 2004, 2013
+SCRAM_ITERATIONS = 4096  # the fewest pymongo accepts
+OPEN_COMMANDS = {"hello", "ismaster", "ping", "buildinfo", "saslstart", "saslcontinue", "endsessions"}
 MAX_WIRE_VERSION = 17  # MongoDB 6.0: recent enough for pymongo 4, old enough to need no sessions
 HEADER = struct.Struct("<iiii")  # messageLength, requestID, responseTo, opCode
 
@@ -47,16 +56,52 @@ def _has_operators(update):
     return any(k.startswith("$") for k in update)
 
 
+def _scram_fields(message):
+    return dict(field.split("=", 1) for field in message.split(","))
+
+
+class Scram:
+    """The server's side of one SCRAM-SHA-256 conversation (RFC 5802, RFC 7677)."""
+
+    def __init__(self, users, client_first):
+        self.bare = client_first.split(",", 2)[2]  # after the gs2 header "n,,"
+        fields = _scram_fields(self.bare)
+        self.user, self.password = fields["n"], users.get(fields["n"])
+        salt = os.urandom(16)
+        self.first = f"r={fields['r']}{base64.b64encode(os.urandom(18)).decode()}," \
+                     f"s={base64.b64encode(salt).decode()},i={SCRAM_ITERATIONS}"
+        salted = hashlib.pbkdf2_hmac("sha256", (self.password or "").encode(), salt, SCRAM_ITERATIONS)
+        self.client_key = hmac.digest(salted, b"Client Key", "sha256")
+        self.server_key = hmac.digest(salted, b"Server Key", "sha256")
+
+    def final(self, client_final):
+        """The server's final message, or None when the proof is wrong (or the user unknown)."""
+        without_proof, proof = client_final.rsplit(",p=", 1)
+        auth_message = ",".join((self.bare, self.first, without_proof)).encode()
+        signature = hmac.digest(hashlib.sha256(self.client_key).digest(), auth_message, "sha256")
+        expected = bytes(a ^ b for a, b in zip(self.client_key, signature))
+        if self.password is None or not hmac.compare_digest(base64.b64decode(proof), expected):
+            return None
+        return "v=" + base64.b64encode(hmac.digest(self.server_key, auth_message, "sha256")).decode()
+
+
 class Store:
     """The commands pymongo sends, executed on a mongomock client, one at a time."""
 
-    def __init__(self):
+    def __init__(self, users=None):
         self.client = mongomock.MongoClient()
         self.lock = threading.Lock()
         self.connections = 0
+        self.users = users
 
-    def run(self, db_name, body):
+    def run(self, db_name, body, session=None):
+        """Run one command; session: the connection's state (its user, its SASL conversation)."""
+        session = {} if session is None else session
         name = next(iter(body))
+        if name.lower() in ("saslstart", "saslcontinue"):
+            return self.authenticate(name.lower(), body, session)
+        if self.users is not None and session.get("user") is None and name.lower() not in OPEN_COMMANDS:
+            return _error(f"command {name} requires authentication", 13, "Unauthorized")
         handler = getattr(self, "cmd_" + name.lower(), None)
         if handler is None:
             return _error(f"no such command: '{name}'", 59, "CommandNotFound")
@@ -70,12 +115,30 @@ class Store:
 
     def cmd_hello(self, db, arg, body):
         self.connections += 1
-        return {"helloOk": True, "isWritablePrimary": True, "ismaster": True, "maxBsonObjectSize": 16 * 1024 ** 2,
-                "maxMessageSizeBytes": 48_000_000, "maxWriteBatchSize": 100_000,
-                "localTime": datetime.datetime.now(datetime.timezone.utc), "connectionId": self.connections,
-                "minWireVersion": 0, "maxWireVersion": MAX_WIRE_VERSION, "readOnly": False, "ok": 1.0}
+        reply = {"helloOk": True, "isWritablePrimary": True, "ismaster": True, "maxBsonObjectSize": 16 * 1024 ** 2,
+                 "maxMessageSizeBytes": 48_000_000, "maxWriteBatchSize": 100_000,
+                 "localTime": datetime.datetime.now(datetime.timezone.utc), "connectionId": self.connections,
+                 "minWireVersion": 0, "maxWireVersion": MAX_WIRE_VERSION, "readOnly": False, "ok": 1.0}
+        if self.users is not None and "saslSupportedMechs" in body:
+            reply["saslSupportedMechs"] = ["SCRAM-SHA-256"]
+        return reply
 
     cmd_ismaster = cmd_hello
+
+    def authenticate(self, name, body, session):
+        failed = _error("Authentication failed.", 18, "AuthenticationFailed")
+        if name == "saslstart":
+            if self.users is None or body.get("mechanism") != "SCRAM-SHA-256":
+                return failed
+            session["scram"] = Scram(self.users, bytes(body["payload"]).decode())
+            return {"conversationId": 1, "done": False, "payload": bson.Binary(session["scram"].first.encode()),
+                    "ok": 1.0}
+        scram = session.pop("scram", None)
+        final = scram and scram.final(bytes(body["payload"]).decode())
+        if not final:
+            return failed
+        session["user"] = scram.user
+        return {"conversationId": 1, "done": True, "payload": bson.Binary(final.encode()), "ok": 1.0}
 
     def cmd_ping(self, db, arg, body):
         return {"ok": 1.0}
@@ -156,7 +219,7 @@ class Store:
         before = len(db[coll].index_information()) if coll in db.list_collection_names() else 0
         for index in body["indexes"]:
             db[coll].create_index(list(index["key"].items()), name=index.get("name"),
-                                  unique=index.get("unique", False))
+                                  unique=index.get("unique", False), sparse=index.get("sparse", False))
         return {"numIndexesBefore": before, "numIndexesAfter": len(db[coll].index_information()), "ok": 1.0}
 
     def cmd_listindexes(self, db, coll, body):
@@ -177,6 +240,7 @@ class Store:
 
 class _Connection(socketserver.BaseRequestHandler):
     def handle(self):
+        self.session = {}  # this connection's user, once authenticated
         while True:
             header = self._read(HEADER.size)
             if header is None:
@@ -208,7 +272,7 @@ class _Connection(socketserver.BaseRequestHandler):
         """The legacy handshake: a command on admin.$cmd, answered with OP_REPLY."""
         namespace, pos = _cstring(payload, 4)  # after flags
         query, _ = _bson_at(payload, pos + 8)  # after numberToSkip and numberToReturn
-        reply = self.server.store.run(namespace.split(".")[0], query)
+        reply = self.server.store.run(namespace.split(".")[0], query, self.session)
         self._send(request_id, OP_REPLY, struct.pack("<iqii", 0, 0, 0, 1) + bson.encode(reply))
 
     def _reply_msg(self, request_id, payload):
@@ -229,7 +293,7 @@ class _Connection(socketserver.BaseRequestHandler):
                 sequences[identifier] = docs
                 pos += size
         body.update(sequences)
-        reply = self.server.store.run(body.get("$db", "admin"), body)
+        reply = self.server.store.run(body.get("$db", "admin"), body, self.session)
         self._send(request_id, OP_MSG, struct.pack("<I", 0) + b"\x00" + bson.encode(reply))
 
 
@@ -243,11 +307,13 @@ class MongoStandin:
 
         with MongoStandin() as server:
             url = f"mongo://127.0.0.1:{server.port}/hks/jobs"
+        with MongoStandin(users={"hks": "secret"}) as server:   # connections must authenticate
+            url = f"mongo://hks:secret@127.0.0.1:{server.port}/hks/jobs"
     """
 
-    def __init__(self, port=0):
+    def __init__(self, port=0, users=None):
         self.server = _Server(("127.0.0.1", port), _Connection)
-        self.server.store = Store()
+        self.server.store = Store(users)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, name="mongo-standin", daemon=True)
 

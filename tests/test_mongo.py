@@ -5,12 +5,15 @@ HKS_TEST_MONGO_URL=mongo://[USER:PASSWORD@]HOST:PORT (each test uses a new datab
 Every process a test starts is in its own process group, killed when the test ends, pass or fail.
 """
 import contextlib
+import glob
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import uuid
@@ -27,9 +30,9 @@ from mongo_standin import MongoStandin
 
 REAL_MONGO = os.environ.get("HKS_TEST_MONGO_URL")
 EXP = "test"
-# Tests time heartbeats on a shared 2-core machine: a healthy trial's process can take ~30 s from
-# reserving a trial to its first heartbeat (importing TensorFlow), so 60 s of silence means dead.
-STALE_AFTER_S = 60
+# A dead worker's trial is requeued after this many seconds: a healthy trial beats every
+# lost_workers.HEARTBEAT_EVERY_S seconds from reserving to finishing, even on a busy 2-core machine.
+STALE_AFTER_S = 15
 
 
 @pytest.fixture
@@ -43,6 +46,18 @@ def mongo_url():
     else:
         with MongoStandin() as standin:
             yield f"mongo://127.0.0.1:{standin.port}/{db}/jobs"
+
+
+USER, PASSWORD = "hks", "s3cret-Pw"  # the account of the stand-in that asks for one
+
+
+@pytest.fixture
+def auth_url():
+    """A MongoDB that asks for USER and PASSWORD: mongo://USER:PASSWORD@HOST:PORT/DB/jobs."""
+    if REAL_MONGO:
+        pytest.skip("the stand-in's account: HKS_TEST_MONGO_URL has its own")
+    with MongoStandin(users={USER: PASSWORD}) as standin:
+        yield f"mongo://{USER}:{PASSWORD}@127.0.0.1:{standin.port}/hks_test_{uuid.uuid4().hex[:8]}/jobs"
 
 
 def client(url):
@@ -150,9 +165,12 @@ def test_driver_and_two_workers_run_four_trials(tmp_path, mongo_url, jobs, proce
     workers = [worker(processes, f"worker{i}", mongo_url, HKS_EPOCHS="5", HKS_TRAIN_SUBSET="10") for i in (1, 2)]
     wait_for(lambda: all("Waiting for the driver" in output(w) for w in workers), 120, "waiting workers", *workers)
 
-    out = finish(driver(processes, "driver", mongo_url, "--max-evals", "4"))
+    # The shortest --stale-after: healthy trials (process start, data loading, test scoring) are not requeued.
+    out = finish(driver(processes, "driver", mongo_url, "--max-evals", "4",
+                        "--stale-after", str(lost_workers.MIN_STALE_AFTER_S)))
 
     assert "Found 0 trials of the experiment; 4 more will be queued." in out
+    assert "lost run" not in out
     docs, files = check_every_trial_done_once(jobs, tmp_path, 4)
     for r in files.values():
         assert (r["epochs_budget"], r["epochs_run"], r["train_size"]) == (1, 1, 60)
@@ -221,8 +239,8 @@ def test_restarted_driver_resumes_the_experiment(tmp_path, mongo_url, jobs, proc
     write_cifar100_archive(tmp_path / "ml_req")
     worker(processes, "worker", mongo_url)
     first = driver(processes, "driver1", mongo_url, "--max-evals", "3")
-    wait_for(lambda: jobs.find_one({"exp_key": EXP, "state": JOB_STATE_RUNNING, "version": {"$gte": 1}}), 300,
-             "trial in training", first)
+    wait_for(lambda: jobs.find_one({"exp_key": EXP, "state": JOB_STATE_RUNNING, "version": {"$gte": 1}})
+             and jobs.count_documents({"exp_key": EXP}) == 2, 300, "trial in training and one queued", first)
     stop(first, signal.SIGKILL)  # mid-search: trial 1 in training, trial 2 queued (one worker: no trial 3 yet)
     before = {d["tid"]: d["misc"]["vals"] for d in jobs.find({"exp_key": EXP})}
     assert len(before) == 2
@@ -451,3 +469,201 @@ def test_asha_on_a_worker_stops_a_trial_behind_another_workers_trial_in_flight(m
     assert rule.pruned_at_epoch == 1
     assert epoch_end(first, 1, 0.7) is False  # alone at rung 2
     assert jobs.find_one({"_id": doc["_id"]})["result"]["history"][METRIC] == [0.6, 0.7]
+
+
+def test_wrong_password_is_one_line_with_its_own_advice(auth_url):
+    wrong = auth_url.replace(f":{PASSWORD}@", ":wrong@")
+    with pytest.raises(SystemExit) as e:
+        mongo_search.connect_or_exit(wrong, EXP)
+    assert e.value.code == (f"error: cannot use MongoDB at {mongo_search.shown(wrong)}: authentication failed for "
+                            f"user {USER!r}: check MONGO_DB_USER and MONGO_DB_PASSWORD (or USER:PASSWORD in --mongo)")
+
+
+def test_a_url_without_its_password_takes_it_from_the_environment(auth_url, monkeypatch):
+    """The worker command that the driver prints: mongo://USER@..., the password in MONGO_DB_PASSWORD."""
+    url = auth_url.replace(f":{PASSWORD}@", "@")
+    monkeypatch.delenv("MONGO_DB_PASSWORD", raising=False)
+    with pytest.raises(SystemExit) as e:
+        mongo_search.connect_or_exit(url, EXP)
+    assert e.value.code == (f"error: --mongo {url} names user {USER!r} but no password: set MONGO_DB_PASSWORD "
+                            f"(or give mongo://USER:PASSWORD@...)")
+    monkeypatch.setenv("MONGO_DB_PASSWORD", PASSWORD)
+    trials = mongo_search.connect_or_exit(url, EXP)  # and hyperopt's own connections, as workers make them
+    assert trials.count_by_state_unsynced(JOB_STATE_NEW) == 0
+
+
+def test_the_worker_command_the_driver_prints_works_as_pasted(auth_url, monkeypatch):
+    from hyperopt_worker import parse_args
+
+    command = mongo_search.worker_command(auth_url, "my exp")
+    assert command == (f"python3 hyperopt_worker.py --mongo {auth_url.replace(f':{PASSWORD}@', '@')} --exp-key "
+                       f"'my exp'   # the password of {USER}: MONGO_DB_PASSWORD in the worker's environment")
+    args, _ = parse_args(shlex.split(command, comments=True)[2:])  # what a shell passes it
+    monkeypatch.setenv("MONGO_DB_PASSWORD", PASSWORD)
+    mongo_search.connect_or_exit(args.mongo, args.exp_key)
+    assert mongo_search.worker_command("mongo://db.example:27017/hks/jobs", EXP) == \
+        f"python3 hyperopt_worker.py --mongo mongo://db.example:27017/hks/jobs --exp-key {EXP}"
+
+
+def command_lines(group):
+    """{pid: command line} of the processes in a process group, as ps shows them."""
+    lines = {}
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            with open(stat) as f:
+                fields = f.read().rsplit(")", 1)[1].split()  # after "pid (name)": state, ppid, pgrp, ...
+            if int(fields[2]) == group:
+                with open(stat[:-len("stat")] + "cmdline", "rb") as f:
+                    lines[int(stat.split("/")[2])] = f.read().replace(b"\0", b" ").decode(errors="replace")
+    return lines
+
+
+@pytest.mark.slow
+def test_the_password_shows_in_no_command_line(tmp_path, auth_url, processes):
+    """Given in MONGO_DB_PASSWORD only, the password is in no process's command line: the driver's, the
+    worker's, nor that of the worker's per-trial process (which hyperopt starts with the URL in its argv)."""
+    write_cifar100_archive(tmp_path / "ml_req")
+    m = mongo_search.parse_url_or_exit(auth_url)
+    env = {"MONGO_DB_HOST": m["host"], "MONGO_DB_PORT": m["port"], "MONGO_DB_NAME": m["db"], "MONGO_DB_USER": USER,
+           "MONGO_DB_PASSWORD": PASSWORD, "EXPERIMENT_NAME": EXP}
+    search = processes("driver", "hyperopt_optimize.py", "--epochs", "1", "--train-subset", "60", "--max-evals", "1",
+                       **env)
+    work = processes("worker", "hyperopt_worker.py", "--poll-interval", "1", **env)
+    with contextlib.closing(client(auth_url)) as c:
+        jobs = c[m["db"]]["jobs"]
+        wait_for(lambda: jobs.find_one({"exp_key": EXP, "state": JOB_STATE_RUNNING, "version": {"$gte": 1}}), 300,
+                 "trial in training", work, search)
+        lines = {**command_lines(search.pid), **command_lines(work.pid)}
+        assert any("--max-jobs=1" in line for line in lines.values()), lines  # the trial's process, running
+        assert [line for line in lines.values() if PASSWORD in line] == []
+        out = finish(search)
+        assert mongo_search.worker_command(auth_url, EXP) in out
+        check_every_trial_done_once(jobs, tmp_path, 1)
+
+
+def reserved_trial(mongo_url, jobs):
+    """A trial as a worker's process holds it: reserved, with hyperopt's ctrl."""
+    from hyperopt.mongoexp import MongoCtrl
+
+    trials = mongo_search.connect_or_exit(mongo_url, EXP)
+    jobs.insert_one({"exp_key": EXP, "tid": 1, "state": JOB_STATE_NEW, "owner": None, "version": 0})
+    return MongoCtrl(trials, trials.handle.reserve(["w:1"], exp_key=EXP), read_only=False)
+
+
+def run_objective(ctrl, tmp_path, monkeypatch, train_s, during_training=lambda: None):
+    """objective._objective on a worker, where training (not a Keras fit: no epoch ends) takes train_s seconds."""
+    import neural_net
+    import objective
+    from hyperopt.pyll import as_apply
+
+    def train(hype_space, settings, callbacks):
+        deadline = time.monotonic() + train_s
+        during_training()
+        time.sleep(max(0.0, deadline - time.monotonic()))
+        return {"status": "ok", "loss": -0.5, "fine_best_accuracy": 0.5}, None
+
+    monkeypatch.setattr(neural_net, "train", train)
+    settings = {"results_dir": str(tmp_path / "results"), "prune": "none", "epochs": 1}
+    return objective._objective(as_apply({"lr_rate_mult": 1.0}), {}, ctrl, settings)
+
+
+def test_a_trial_beats_from_start_to_end_not_only_at_epochs(tmp_path, mongo_url, jobs, monkeypatch):
+    """A trial is silent for no more than a heartbeat interval, also while it loads data, builds its model
+    or scores the test set: a driver with a stale-after of a few intervals never requeues it."""
+    monkeypatch.setattr(lost_workers, "HEARTBEAT_EVERY_S", 0.1, raising=False)
+    ctrl = reserved_trial(mongo_url, jobs)
+    requeue = lost_workers.RequeueLostTrials(EXP, stale_after=0.5)
+    requeued, done = [], threading.Event()
+
+    def driver():
+        while not done.wait(0.1):
+            requeued.append(requeue(ctrl.trials))
+
+    watching = threading.Thread(target=driver)
+    watching.start()
+    try:
+        result = run_objective(ctrl, tmp_path, monkeypatch, train_s=2)
+    finally:
+        done.set()
+        watching.join()
+    assert len(requeued) > 10 and sum(requeued) == 0
+    assert (result["status"], result["trial_id"]) == ("ok", 1)
+    assert [r["trial_id"] for r in results(tmp_path).values()] == [1]
+    doc = jobs.find_one({"tid": 1})
+    assert (doc["state"], doc["owner"], doc["result"]["model_name"]) == (JOB_STATE_RUNNING, ["w:1"],
+                                                                         result["model_name"])  # hyperopt ends it
+
+
+@pytest.mark.parametrize("lost_runs", [0, lost_workers.MAX_LOST_RUNS - 1])
+def test_a_trial_taken_away_writes_no_result_file(tmp_path, mongo_url, jobs, monkeypatch, lost_runs):
+    """The driver requeues (or, after MAX_LOST_RUNS, fails) a trial while its old worker still trains it (the
+    heartbeats did not get through): that worker writes no result file, so no file says ok for a trial that
+    MongoDB calls failed, or runs again."""
+    from lost_workers import TrialLost
+
+    monkeypatch.setattr(lost_workers, "HEARTBEAT_EVERY_S", 600, raising=False)  # no beat after the first
+    ctrl = reserved_trial(mongo_url, jobs)
+    jobs.update_one({"tid": 1}, {"$set": {"lost_runs": lost_runs}})
+    requeue = lost_workers.RequeueLostTrials(EXP, stale_after=0.5)
+
+    def taken_away():
+        time.sleep(0.2)  # the first heartbeat
+        requeue.requeue(jobs, jobs.find_one({"tid": 1}), "no heartbeat")
+
+    with pytest.raises(TrialLost, match="trial 1 was requeued by the driver"):
+        run_objective(ctrl, tmp_path, monkeypatch, train_s=0.5, during_training=taken_away)
+    assert results(tmp_path) == {}
+    doc = jobs.find_one({"tid": 1})
+    assert doc["state"] == (JOB_STATE_NEW if lost_runs == 0 else JOB_STATE_DONE)
+    assert "result" not in doc or doc["result"]["status"] == "fail"
+
+
+@pytest.mark.parametrize("value", ["2", "9.5"])
+def test_a_stale_after_that_would_requeue_healthy_trials_is_refused(value, capsys, monkeypatch):
+    from hyperopt_optimize import parse_args
+
+    assert parse_args(["--stale-after", "10"]).stale_after == 10
+    for argv in (["--stale-after", value], []):
+        monkeypatch.setenv("HKS_STALE_AFTER", value)
+        with pytest.raises(SystemExit):
+            parse_args(argv)
+        assert capsys.readouterr().err.splitlines()[-1].split(": ", 1)[1] == (
+            f"error: argument --stale-after: {value} s would requeue healthy trials: a running "
+            f"trial beats every 2 s, give it at least 10 s (default 600)")
+
+
+def test_a_stop_signal_swallowed_by_a_gc_callback_still_stops_the_trial(mongo_url, jobs):
+    """hyperopt's handler raises Stopped where the signal lands; inside a gc callback (keras' clear_session
+    collects, and jax registers one) Python prints the exception and drops it: the next heartbeat raises it."""
+    from lost_workers import Heartbeat, Stopped
+
+    ctrl = reserved_trial(mongo_url, jobs)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        Stopped(signal.SIGTERM)  # raised where Python could only print it
+        with pytest.raises(Stopped):
+            Heartbeat(ctrl).on_epoch_end(0)
+    finally:
+        Stopped.received = None
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+@pytest.mark.slow
+def test_two_drivers_of_one_experiment_queue_max_evals_trials_in_all(mongo_url, jobs, processes):
+    """--max-evals is the experiment's total, whatever the number of its drivers. The trials are done by
+    the test itself, at once and as failed ones (the drivers are under test, not training)."""
+    drivers = [driver(processes, f"driver{i}", mongo_url, "--max-evals", "3") for i in (1, 2)]
+    wait_for(lambda: all("more will be queued" in output(d) for d in drivers), 300, "drivers started", *drivers)
+    deadline = time.monotonic() + 300
+    while any(d.poll() is None for d in drivers) and time.monotonic() < deadline:
+        job = jobs.find_one_and_update({"exp_key": EXP, "state": JOB_STATE_NEW, "owner": None},
+                                       {"$set": {"state": JOB_STATE_RUNNING, "owner": ["test:1"]}})
+        if job:
+            jobs.update_one({"_id": job["_id"]}, {"$set": {"state": JOB_STATE_DONE, "version": 1,
+                                                           "result": {"status": "fail", "error": "done by the test"}}})
+        time.sleep(0.2)
+    outs = [finish(d, timeout_s=1) for d in drivers]
+    assert jobs.count_documents({"exp_key": EXP}) == 3
+    assert jobs.count_documents({"exp_key": EXP, "state": JOB_STATE_DONE}) == 3
+    assert any("queues no more" in out for out in outs), outs

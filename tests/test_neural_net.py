@@ -49,6 +49,26 @@ def test_fifty_random_points_of_the_space_build():
         assert heads == {"fine_outputs": 100, "coarse_outputs": 20}
 
 
+def test_one_and_two_heads_log_the_same_fine_names():
+    """Keras 3 drops the output's name from a single-output model's logs (val_accuracy) and logs no loss of
+    its own for it: every reader of the fine metrics (KeepBestWeights, pruning, the result keys) would miss them."""
+    import keras
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    names = {}
+    for nb_coarse in (20, 0):
+        model = build_model(SMALL, 100, nb_coarse)
+        y = {"fine_outputs": rng.integers(0, 100, 8), "coarse_outputs": rng.integers(0, 20, 8)}
+        y = {k: v for k, v in y.items() if k in model.output_names}
+        logs = model.fit(images, y, validation_data=(images, y), epochs=1, verbose=0).history
+        names[nb_coarse] = {k for k in logs if "coarse" not in k}
+        assert set(model.evaluate(images, y, verbose=0, return_dict=True)) == {k[4:] for k in logs if k[:4] == "val_"}
+        keras.backend.clear_session()
+    assert names[0] == names[20]
+    assert {"val_fine_outputs_accuracy", "val_fine_outputs_loss", "val_loss"} <= names[0]
+
+
 def test_flip_is_training_only():
     import keras
 

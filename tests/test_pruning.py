@@ -121,7 +121,7 @@ def test_a_local_search_publishes_a_running_trials_progress_that_looks_finished_
 
     seen = []
 
-    def fake_build_and_train(hype_space, settings, callbacks, trial_id):
+    def fake_build_and_train(hype_space, settings, callbacks, trial_id, **options):
         rule, publish = callbacks  # the rule first, then what stores its partial result
         model = Model()
         for callback in callbacks:

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, write_cifar100_archive
+from conftest import ROOT, write_cifar10_archive, write_cifar100_archive
 
 CLASSIC_KEYS = {"loss", "real_loss", "fine_best_accuracy", "fine_best_loss", "fine_end_accuracy", "fine_end_loss",
                 "coarse_best_accuracy", "coarse_best_loss", "coarse_end_accuracy", "coarse_end_loss",
@@ -53,6 +53,28 @@ def test_search_writes_results_and_resumes_to_the_total(tmp_path):
 
     done = run(["--epochs", "1", "--max-evals", "3"], tmp_path)
     assert done.returncode == 0 and "0 more will run" in done.stdout and len(result_files(tmp_path)) == 3
+
+
+@pytest.mark.slow
+def test_cifar10_searches_and_retrains_with_the_fine_keys(tmp_path):
+    write_cifar10_archive(tmp_path / "ml_req")
+    out = run(["--dataset", "cifar10", "--epochs", "1", "--max-evals", "2"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    results = [json.loads(f.read_text()) for f in result_files(tmp_path)]
+    assert [r["status"] for r in results] == ["ok", "ok"], [r.get("error") for r in results]
+    for r in results:
+        assert isinstance(r["fine_best_accuracy"], float) and isinstance(r["fine_test_accuracy"], float)
+        assert r["loss"] == -r["fine_best_accuracy"] and r["coarse_best_accuracy"] is None
+        assert r["dataset"] == "cifar10" and "val_fine_outputs_accuracy" in r["history"]
+
+    retrain = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--dataset", "cifar10", "--epochs", "1",
+                              "--no-tensorboard"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert retrain.returncode == 0, retrain.stdout + retrain.stderr
+    retrained = [json.loads(f.read_text()) for f in result_files(tmp_path)]
+    retrained = [r for r in retrained if r["model_name"] not in {old["model_name"] for old in results}]
+    assert len(retrained) == 1 and retrained[0]["status"] == "ok"
+    assert isinstance(retrained[0]["fine_test_accuracy"], float) and "val_fine_outputs_loss" in retrained[0]["history"]
+    assert (tmp_path / "results" / (retrained[0]["model_name"] + ".keras")).exists()
 
 
 def test_corrupt_trials_file_is_left_untouched(tmp_path):
