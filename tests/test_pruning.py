@@ -188,3 +188,22 @@ def test_a_trial_behind_at_asha_first_rung_is_recorded_as_pruned_with_its_honest
     assert result["status"] == STATUS_OK, result.get("error")
     assert result["pruned"] is True and result["pruned_at_epoch"] == 1 == result["epochs_run"]
     assert result["loss"] == -result["fine_best_accuracy"] == -result["history"]["val_fine_outputs_accuracy"][0]
+
+
+def test_asha_options_and_their_env_twins_are_stored_in_the_trial_settings(monkeypatch, capsys):
+    import hyperopt_optimize
+    from settings import settings_from
+
+    settings = settings_from(hyperopt_optimize.parse_args(["--prune", "asha", "--prune-eta", "4",
+                                                           "--prune-min-epochs", "2"]))
+    assert (settings["prune"], settings["prune_eta"], settings["prune_min_epochs"]) == ("asha", 4, 2)
+    monkeypatch.setenv("HKS_PRUNE", "asha")
+    monkeypatch.setenv("HKS_PRUNE_ETA", "2")
+    monkeypatch.setenv("HKS_PRUNE_MIN_EPOCHS", "3")
+    settings = settings_from(hyperopt_optimize.parse_args([]))
+    assert (settings["prune"], settings["prune_eta"], settings["prune_min_epochs"]) == ("asha", 2, 3)
+    for args, option in ((["--prune-eta", "1"], "--prune-eta"), (["--prune-min-epochs", "0"], "--prune-min-epochs"),
+                         (["--prune", "hyperband"], "--prune")):
+        with pytest.raises(SystemExit) as exit_:
+            hyperopt_optimize.parse_args(args)
+        assert exit_.value.code == 2 and option in capsys.readouterr().err.splitlines()[-1]
