@@ -84,10 +84,19 @@ def add_training_options(p):
                         "on GPUs and TPUs that compute it natively, float32 on CPUs (default %(default)s)")
 
 
+def prune_rule(text):
+    if text not in PRUNE_RULES:  # also checks HKS_PRUNE: argparse checks choices on the command line only
+        raise ValueError
+    return text
+
+
+prune_rule.__name__ = "stopping rule (" + ", ".join(PRUNE_RULES) + ")"
+
+
 def add_pruning_options(p):
     """The stopping rule of the search (only the search prunes: train.py trains its one model to the end)."""
     env = os.environ.get
-    p.add_argument("--prune", choices=PRUNE_RULES, default=env("HKS_PRUNE", DEFAULT_SETTINGS["prune"]),
+    p.add_argument("--prune", type=prune_rule, choices=PRUNE_RULES, default=env("HKS_PRUNE", DEFAULT_SETTINGS["prune"]),
                    help="asha: asynchronous successive halving: at rungs of --prune-min-epochs x --prune-eta**k "
                         "epochs, only the top 1/eta of the trials that reached the rung go on; median: stop a "
                         "trial after its warm-up once its best validation accuracy is below the median of the "

@@ -116,12 +116,15 @@ def test_bad_option_is_a_usage_error_naming_it(args, option, capsys):
     assert exit_.value.code == 2 and option in capsys.readouterr().err.splitlines()[-1]
 
 
-def test_bad_env_value_is_a_usage_error(monkeypatch, capsys):
+@pytest.mark.parametrize("variable, value, option", [("HKS_MAX_EVALS", "many", "--max-evals"),
+                                                     ("HKS_PRUNE", "sometimes", "--prune"),
+                                                     ("HKS_PRUNE_ETA", "1", "--prune-eta")])
+def test_bad_env_value_is_a_usage_error(monkeypatch, capsys, variable, value, option):
     import hyperopt_optimize
-    monkeypatch.setenv("HKS_MAX_EVALS", "many")
+    monkeypatch.setenv(variable, value)
     with pytest.raises(SystemExit) as exit_:
         hyperopt_optimize.parse_args([])
-    assert exit_.value.code == 2 and "--max-evals" in capsys.readouterr().err
+    assert exit_.value.code == 2 and option in capsys.readouterr().err
 
 
 def test_bad_option_on_the_command_line_exits_with_status_2(tmp_path):
