@@ -203,11 +203,6 @@ def load_best_result(results_dir=RESULTS_DIR):
     return None
 
 
-def load_best_hyperspace(results_dir=RESULTS_DIR):
-    best = load_best_result(results_dir)
-    return None if best is None else best["space"]
-
-
 def load_trials(path, advice):
     """The hyperopt Trials pickled at path (new ones where there is no file); one line and exit if unreadable."""
     if not os.path.exists(path):

@@ -336,7 +336,7 @@ def test_stale_temporaries_of_killed_writes_are_removed_and_fresh_ones_kept(tmp_
 
 
 def test_the_best_hyperspace_skips_corrupt_and_badly_named_files(tmp_path, capsys):
-    from utils import load_best_hyperspace, load_best_result
+    from utils import load_best_result
 
     skipped = {"model_0.9900_cut.txt.json": '{"space": {"batch_size": 3',
                "model_0.9800_nospace.txt.json": json.dumps({"status": "ok", "fine_best_accuracy": 0.98}),
@@ -350,7 +350,7 @@ def test_the_best_hyperspace_skips_corrupt_and_badly_named_files(tmp_path, capsy
     (tmp_path / "model_0.5000_good.txt.json").write_text(json.dumps({"space": SMALL, "model_name": "good"}))
     (tmp_path / "model_0.4000_worse.txt.json").write_text(json.dumps({"space": {}, "model_name": "worse"}))
 
-    assert load_best_hyperspace(str(tmp_path)) == SMALL
+    assert load_best_result(str(tmp_path))["space"] == SMALL
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == len(skipped) and all(line.startswith("warning: skipped ") for line in lines)
     assert sorted(next(name for name in skipped if name in line) for line in lines) == sorted(skipped)
