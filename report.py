@@ -33,6 +33,7 @@ import pandas as pd  # noqa: E402
 from hyperopt.base import JOB_STATE_DONE, JOB_STATE_ERROR  # noqa: E402
 
 import mongo_search  # noqa: E402
+import tensorboard_runs  # noqa: E402
 from utils import atomic_file, duration, load_trials, remove_stale_temporaries  # noqa: E402
 
 ACCURACY = "val fine accuracy"
@@ -342,6 +343,9 @@ def parse_args(argv=None):
                                                   "mongo://localhost:27017/hks/jobs (with --exp-key)")
     p.add_argument("--exp-key", help="the experiment's name in MongoDB")
     p.add_argument("--top", type=int, default=20, help="rows of the leaderboard, 0 for all (default %(default)s)")
+    p.add_argument("--tensorboard", nargs="?", const=tensorboard_runs.DEFAULT_DIR, metavar="DIR",
+                   help="also write each trial as a run of TensorBoard's HParams dashboard into DIR "
+                        "(default %(const)s); rerun it to add new trials (tensorboard_runs.py)")
     p.add_argument("--models", action="store_true",
                    help="also draw model_demo.png and model_best.png (imports Keras: a few seconds more)")
     args = p.parse_args(argv)
@@ -370,6 +374,8 @@ def main(argv=None):
     if not rows:
         sys.exit(f"error: no results in {' nor '.join(sources)}: run hyperopt_optimize.py first, "
                  f"or pass --results-dir and --trials-file")
+    if args.tensorboard:
+        tensorboard_runs.write_runs_or_exit(rows, args.tensorboard, trials)
 
     counts = collections.Counter(r["status"] for r in rows)
     lines, ranked = leaderboard(rows, args.top)
