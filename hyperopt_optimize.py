@@ -25,6 +25,7 @@ from hyperopt.base import JOB_STATE_DONE  # noqa: E402
 from hyperopt.exceptions import AllTrialsFailed  # noqa: E402
 
 import mongo_search  # noqa: E402
+import tensorboard_runs  # noqa: E402
 from data import load_split_or_exit  # noqa: E402
 from lost_workers import HEARTBEAT_EVERY_S, MIN_STALE_AFTER_S, STALE_AFTER_S, RequeueLostTrials  # noqa: E402
 from neural_net import try_draw_model  # noqa: E402
@@ -163,6 +164,7 @@ def run_local_search(args, settings):
             saved = len(trials.trials)
             result = trials.trials[-1]["result"]
             save_json_result(result["model_name"], result, args.results_dir)
+            tensorboard_runs.add_trial(result, settings)  # with --tensorboard: its HParams run
             print(f"Trial {n} took {time.time() - start:.0f} s, {describe(result)}")
             if args.max_evals and n < args.max_evals:
                 left = (time.time() - search_start) / (n - found) * (args.max_evals - n)
@@ -212,6 +214,7 @@ def run_mongo_search(args):
             if t["state"] == JOB_STATE_DONE and t["tid"] not in reported:
                 reported.add(t["tid"])
                 print(f"Trial {t['tid']} done ({len(reported)} in all): {describe(t['result'])}")
+                tensorboard_runs.add_trial(t["result"], settings)  # with --tensorboard: its HParams run
                 drawn[0] = show_best(trials, settings, drawn[0])
         return False, []  # never stops the search
 

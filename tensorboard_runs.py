@@ -13,6 +13,7 @@ Each file is written under a temporary name TensorBoard ignores, then renamed; t
 A run with that file is complete and is not written again: rerunning adds the new trials only.
 """
 import contextlib
+import itertools
 import json
 import os
 import struct
@@ -180,12 +181,13 @@ class Writer:
         run = os.path.join(self.folder, row["name"].replace(os.sep, "_"))
         end = row["finished_at"] or time.time()
         start = end - (row["time_s"] or 0)
-        for subrun, curves in history_curves(result.get("history")).items():
-            epochs = max(len(c) for c in curves.values())
-            events = [self.scalars(start + (end - start) * (e + 1) / epochs, e,
-                                   [(tag, c[e]) for tag, c in curves.items() if e < len(c)])
-                      for e in range(epochs)]
-            self.write_file(os.path.join(run, subrun), CURVES_FILE, events)
+        curves = history_curves(result.get("history"))
+        epochs = max((len(c) for sub in curves.values() for c in sub.values()), default=1)
+        at = [start + (end - start) * (e + 1) / epochs for e in range(epochs)]  # wall time of each epoch
+        for subrun, tags in curves.items():
+            self.write_file(os.path.join(run, subrun), CURVES_FILE, [
+                self.scalars(at[e], e, [(tag, c[e]) for tag, c in tags.items() if e < len(c)])
+                for e in range(epochs)])
 
         space = row["space"] or {}
         hparams = {key: hparam_value(space[key], self.domains[key]) for key in SPACE if key in space}
@@ -194,17 +196,25 @@ class Writer:
         if row["status"] != "failed":
             hparams["selected_on"] = result.get("validation") or "test"  # absent: a classic result
         values = {**row, "nb_params": result.get("nb_params")}
-        metrics = [(tag, float(values[key])) for tag, key, _, _ in METRICS
-                   if isinstance(values[key], (int, float)) and not isinstance(values[key], bool)]
+        metrics = {tag: float(values[key]) for tag, key, _, _ in METRICS
+                   if isinstance(values[key], (int, float)) and not isinstance(values[key], bool)}
+        # The val accuracies also as the best so far after each epoch, ending on the recorded best (the
+        # metrics' last values): the dashboard charts a selected trial's metrics against its epochs.
+        best_so_far = {tag: list(itertools.accumulate(curve, max))[:-1] for tag, curve in (
+            (tag, curves.get("validation", {}).get(f"epoch_{head}_outputs_accuracy"))
+            for tag, head in (("trial/val_fine_accuracy", "fine"), ("trial/val_coarse_accuracy", "coarse")))
+            if tag in metrics and curve}
+        events = [self.event_pb2.Event(wall_time=start, summary=self.summary_v2.hparams_pb(
+            hparams, trial_id=row["name"], start_time_secs=start))]
+        events += [self.scalars(at[e], e, [(tag, c[e]) for tag, c in best_so_far.items() if e < len(c)])
+                   for e in range(epochs - 1) if best_so_far]
         status = self.api_pb2.STATUS_FAILURE if row["status"] == "failed" else self.api_pb2.STATUS_SUCCESS
-        self.write_file(run, TRIAL_FILE, [
-            self.event_pb2.Event(wall_time=start, summary=self.summary_v2.hparams_pb(
-                hparams, trial_id=row["name"], start_time_secs=start)),
-            self.scalars(end, 0, metrics),
-            self.event_pb2.Event(wall_time=end, summary=self._plugin_summary(
-                self.metadata.SESSION_END_INFO_TAG, session_end_info=self.plugin_data_pb2.SessionEndInfo(
-                    status=status, end_time_secs=end)))])
-        return {tag for tag, _ in metrics}
+        events += [self.scalars(end, epochs - 1, list(metrics.items())),
+                   self.event_pb2.Event(wall_time=end, summary=self._plugin_summary(
+                       self.metadata.SESSION_END_INFO_TAG, session_end_info=self.plugin_data_pb2.SessionEndInfo(
+                           status=status, end_time_secs=end)))]
+        self.write_file(run, TRIAL_FILE, events)
+        return set(metrics)
 
 
 def history_curves(history):
@@ -286,11 +296,14 @@ def write_runs_or_exit(rows, folder=DEFAULT_DIR, trials=None):
           f"see them: make tensorboard, or tensorboard --logdir {folder} --host 127.0.0.1")
 
 
-def add_trial(result, trial=None, folder=DEFAULT_DIR):
-    """The search, after saving a trial: add its run. A failure is one warning; the search goes on."""
-    import report  # here: the search needs report.py's reading only when it writes runs
+def add_trial(result, settings, folder=DEFAULT_DIR):
+    """The search, after saving a trial: with --tensorboard, add its run. A failure is one warning; the search
+    goes on (report.py --tensorboard writes the run later)."""
+    if not settings.get("tensorboard"):
+        return
+    import report  # here: the search imports report.py's reading only when it writes runs
+    row = report.row(result, finished_at=time.time())
     try:
-        row = report.row(result, trial=trial, finished_at=time.time())
         write_runs([row], folder, {row["name"]: result})
     except (ImportError, OSError) as e:
         warn(f"the trial's TensorBoard run was not written ({e}); report.py --tensorboard writes it later")

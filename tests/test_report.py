@@ -168,7 +168,10 @@ def test_tiny_search_with_tensorboard_then_report_with_models(tmp_path):
     assert_real_picture(tmp_path / "results" / "model_best.png")
 
     finished = [json.loads(f.read_text()) for f in (tmp_path / "results").glob("model_*.txt.json")]
-    assert finished and sorted(os.listdir(tmp_path / "TensorBoard")) == sorted(r["model_name"] for r in finished)
+    names = sorted(r["model_name"] for r in finished)
+    assert finished and sorted(os.listdir(tmp_path / "TensorBoard")) == sorted([*names, "trials"])
+    hparams_runs = tmp_path / "TensorBoard" / "trials"  # and each trial's run of the HParams dashboard
+    assert sorted(os.listdir(hparams_runs)) == sorted([*names, "events.out.tfevents.hks-experiment"])
     for result in finished:  # each model's epochs, under its name
         assert result["tensorboard_dir"] == os.path.join("TensorBoard", result["model_name"])
         events = EventAccumulator(str(tmp_path / result["tensorboard_dir"] / "validation"))

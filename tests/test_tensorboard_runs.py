@@ -1,5 +1,6 @@
 """Every trial in TensorBoard's HParams dashboard: report.py --tensorboard writes the runs without TensorFlow,
 and a real TensorBoard, started here on a free loopback port, lists every trial through its own HTTP API."""
+import itertools
 import json
 import os
 import pickle
@@ -163,9 +164,12 @@ def test_the_hparams_dashboard_lists_every_trial_with_its_hyperparameters_and_me
     with TensorBoard(tmp_path / "tb", tmp_path) as board:
         groups = board.session_groups(expected=len(results))
         experiment = board.post("/data/plugin/hparams/experiment", {"experimentName": "", "includeMetrics": True})
-        curves = {name: board.get("/data/plugin/scalars/scalars", run=f"{name}/validation",
-                                  tag="epoch_fine_outputs_accuracy")
-                  for name, result in results.items() if result["status"] == STATUS_OK}
+        curves, best = {}, {}
+        for name, result in results.items():
+            if result["status"] == STATUS_OK:
+                curves[name] = board.get("/data/plugin/scalars/scalars", run=f"{name}/validation",
+                                         tag="epoch_fine_outputs_accuracy")
+                best[name] = board.get("/data/plugin/scalars/scalars", run=name, tag="trial/val_fine_accuracy")
 
     infos = {h["name"]: h for h in experiment["hparamInfos"]}
     assert set(infos) == {*SPACE, "status", "selected_on"}
@@ -204,6 +208,9 @@ def test_the_hparams_dashboard_lists_every_trial_with_its_hyperparameters_and_me
         key = "val_fine_outputs_accuracy" if "trial_id" in result else "val_fine_outputs_acc"
         assert [point[2] for point in curves[name]] == pytest.approx(result["history"][key])
         assert [point[1] for point in curves[name]] == list(range(len(result["history"][key])))
+        # The metric's chart in the dashboard: the best so far after each epoch.
+        assert [point[2] for point in best[name]] == pytest.approx(list(itertools.accumulate(
+            result["history"][key], max)))
 
 
 def run_folders(folder):
