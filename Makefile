@@ -30,7 +30,10 @@ train_best:  ## retrain the best hyperspace found so far: full budget, TensorBoa
 report:  ## leaderboard of results/ and results.pkl, and the pictures, written to results/ (see report.py --help)
 	$(PYTHON) report.py --models
 
-tensorboard:  ## TensorBoard on http://127.0.0.1:6006 (TENSORBOARD_PORT=...) for runs logged with --tensorboard or by train.py
+# TensorBoard/ holds both: trials/ (every trial of results/ and results.pkl, for the HParams dashboard) and
+# <model_name>/ (the per-epoch logs of --tensorboard and train.py). Without results it serves the logs alone.
+tensorboard:  ## every trial in TensorBoard's HParams dashboard, and the --tensorboard logs, on http://127.0.0.1:6006 (TENSORBOARD_PORT=...)
+	-$(PYTHON) report.py --tensorboard
 	$(PYTHON) -m tensorboard.main --logdir TensorBoard --host 127.0.0.1 --port $(TENSORBOARD_PORT)
 
 test:  ## the whole test suite, slow end-to-end tests included (as CI runs it)

@@ -3,6 +3,7 @@
     python3 report.py                                   # results/ and results.pkl
     python3 report.py --results-dir results/demo --trials-file results/demo/results.pkl
     python3 report.py --models                          # also draw model_demo.png and model_best.png
+    python3 report.py --tensorboard                     # also every trial in TensorBoard/trials/ (HParams)
     python3 report.py --mongo mongo://localhost:27017/hks/jobs --exp-key cifar100   # trials in MongoDB
 
 It reads every result file in the results folder (this repo's and the classic repo's) and the

@@ -1,6 +1,7 @@
 """Every trial as a run of TensorBoard's HParams dashboard: its hyperparameters, its outcome and its
 per-epoch curves, written from the result files and the trials. No training, no TensorFlow: the
-records are written with the tensorboard package's own protobufs and record writer.
+events are the tensorboard package's own protobufs (its HParams summaries), in TFRecords framed as
+its record writer frames them.
 
     python3 report.py --tensorboard                  # results/ and results.pkl into TensorBoard/trials/
     make tensorboard                                 # the same, then TensorBoard on 127.0.0.1
@@ -53,11 +54,15 @@ def _tensorboard():
     try:
         from tensorboard.compat.proto import event_pb2, summary_pb2
         from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2, summary_v2
-        from tensorboard.summary.writer.record_writer import RecordWriter
+        from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import crc32c
     except ImportError as e:
         raise ImportError(f"writing TensorBoard runs needs the tensorboard package, not TensorFlow (pip install "
                           f"tensorboard): {e}") from e
-    return event_pb2, summary_pb2, api_pb2, metadata, plugin_data_pb2, summary_v2, RecordWriter
+    try:  # the same checksum in C: writing 3,000 runs takes half the time
+        from google_crc32c import value as crc32c
+    except ImportError:
+        pass
+    return event_pb2, summary_pb2, api_pb2, metadata, plugin_data_pb2, summary_v2, crc32c
 
 
 def _values(option):
@@ -108,7 +113,7 @@ class Writer:
 
     def __init__(self, folder):
         (self.event_pb2, self.summary_pb2, self.api_pb2, self.metadata, self.plugin_data_pb2, summary_v2,
-         self.RecordWriter) = _tensorboard()
+         self.crc32c) = _tensorboard()
         self.summary_v2 = summary_v2
         self.folder = folder
         self.hparams = experiment_hparams(summary_v2)
@@ -120,11 +125,8 @@ class Writer:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".part")  # no "tfevents" in it
         try:
             with os.fdopen(fd, "wb") as f:
-                records = self.RecordWriter(f)
-                records.write(self.event_pb2.Event(wall_time=events[0].wall_time,
-                                                   file_version="brain.Event:2").SerializeToString())
-                for event in events:
-                    records.write(event.SerializeToString())
+                first = self.event_pb2.Event(wall_time=events[0].wall_time, file_version="brain.Event:2")
+                f.write(b"".join(self.record(e.SerializeToString()) for e in [first, *events]))
             os.replace(tmp, os.path.join(folder, name))
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -154,6 +156,15 @@ class Writer:
             events.append(self.event_pb2.Event.FromString(data[at + 12:at + 12 + length]))
             at += 12 + length + 4
         return events
+
+    def masked_crc(self, data):
+        crc = self.crc32c(data)
+        return struct.pack("<I", (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
+
+    def record(self, data):
+        """One TFRecord, as tensorboard's RecordWriter frames it: length, its masked CRC-32C, data, its CRC."""
+        length = struct.pack("<Q", len(data))
+        return length + self.masked_crc(length) + data + self.masked_crc(data)
 
     def write_experiment(self, tags):
         """The experiment: the domains, and the metrics of tags and of those it listed already. A metric no

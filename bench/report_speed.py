@@ -3,8 +3,9 @@
     python3 bench/report_speed.py              # 3,000 files
     python3 bench/report_speed.py --files 300  # quick
 
-Prints the size of the folder, the time to read it, to draw the figures, and the whole command as a user
-runs it (Python start and imports included).
+Prints the size of the folder, the time to read it, to draw the figures, the whole command as a user
+runs it (Python start and imports included), and the time to write every trial's TensorBoard run
+(report.py --tensorboard), again once they are all there, and their size.
 """
 import argparse
 import json
@@ -21,6 +22,7 @@ sys.path.insert(0, ROOT)
 
 import report  # noqa: E402
 import search_space  # noqa: E402
+import tensorboard_runs  # noqa: E402
 from hyperopt.pyll import stochastic  # noqa: E402
 
 HEADS = ("fine", "coarse")
@@ -67,9 +69,19 @@ def main():
         subprocess.run([sys.executable, os.path.join(ROOT, "report.py"), "--results-dir", results], cwd=folder,
                        check=True, stdout=subprocess.DEVNULL)
         command_s = time.perf_counter() - start
+        runs = os.path.join(folder, "runs")
+        start = time.perf_counter()
+        tensorboard_runs.write_runs(list(rows.values()), runs)
+        runs_s = time.perf_counter() - start
+        start = time.perf_counter()
+        tensorboard_runs.write_runs(list(rows.values()), runs)  # all there: nothing written again
+        again_s = time.perf_counter() - start
+        runs_mb = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(runs) for f in files) / 1e6
 
-    print(f"{'result files':>14} {'MB':>6} {'read s':>7} {'figures s':>10} {'report.py s':>12}")
-    print(f"{args.files:>14} {megabytes:>6.0f} {read_s:>7.2f} {figures_s:>10.2f} {command_s:>12.2f}")
+    print(f"{'result files':>14} {'MB':>6} {'read s':>7} {'figures s':>10} {'report.py s':>12} "
+          f"{'TB runs s':>10} {'again s':>8} {'runs MB':>8}")
+    print(f"{args.files:>14} {megabytes:>6.0f} {read_s:>7.2f} {figures_s:>10.2f} {command_s:>12.2f} "
+          f"{runs_s:>10.2f} {again_s:>8.2f} {runs_mb:>8.0f}")
 
 
 if __name__ == "__main__":

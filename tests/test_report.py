@@ -137,7 +137,7 @@ def test_report_speed_benchmark_runs(tmp_path):
     out = run("bench/report_speed.py", ["--files", "20"], tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     header, numbers = out.stdout.strip().splitlines()
-    assert header.split()[:2] == ["result", "files"] and numbers.split()[0] == "20" and len(numbers.split()) == 5
+    assert header.split()[:2] == ["result", "files"] and numbers.split()[0] == "20" and len(numbers.split()) == 8
 
 
 def test_a_failure_to_draw_model_best_is_one_warning(tmp_path, monkeypatch, capsys):

@@ -264,3 +264,20 @@ def test_without_the_tensorboard_package_it_is_one_line(tmp_path):
     assert code == 1
     assert out.strip().splitlines()[-1].startswith("error: writing TensorBoard runs needs the tensorboard package")
     assert "pip install tensorboard" in out and "Traceback" not in out
+
+
+def test_records_are_framed_as_tensorboards_own_writer_frames_them(tmp_path):
+    """The C checksum (google-crc32c) where installed, tensorboard's pure-Python one elsewhere: the same bytes."""
+    import io
+
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import crc32c
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    import tensorboard_runs
+    writer = tensorboard_runs.Writer(str(tmp_path))
+    for checksum in {writer.crc32c, crc32c}:
+        writer.crc32c = checksum
+        for data in (b"", b"abc", bytes(range(256)) * 3):
+            expected = io.BytesIO()
+            RecordWriter(expected).write(data)
+            assert writer.record(data) == expected.getvalue()
