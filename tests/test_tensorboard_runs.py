@@ -281,3 +281,11 @@ def test_records_are_framed_as_tensorboards_own_writer_frames_them(tmp_path):
             expected = io.BytesIO()
             RecordWriter(expected).write(data)
             assert writer.record(data) == expected.getvalue()
+
+
+def test_the_screenshot_script_says_in_one_line_how_to_get_a_browser(tmp_path):
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "docs", "hparams_screenshot.py")], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "PATH": str(tmp_path)})
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr == ("error: no chromium here: apt-get install chromium (Debian, Ubuntu), then pip install "
+                          "playwright\n")
