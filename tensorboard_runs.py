@@ -97,9 +97,9 @@ def hparam_value(value, dom):
 
 
 def experiment_hparams(summary_v2):
-    hparams = [summary_v2.HParam(key, domain(what, summary_v2),
-                                 description=f"{what}" + (" (0: absent)" if None in _values(what) else ""))
-               for key, what in SPACE.items()]
+    hparams = [summary_v2.HParam(key, domain(what, summary_v2), description=(
+        f"{what.kind}: {what}" if isinstance(what, Range) else f"{what}" + " (0: absent)" * (None in _values(what))))
+        for key, what in SPACE.items()]
     hparams.append(summary_v2.HParam("status", summary_v2.Discrete(list(STATUSES)),
                                      description="ok, pruned (stopped early by the stopping rule) or failed"))
     hparams.append(summary_v2.HParam("selected_on", summary_v2.Discrete(["split", "test"]),
@@ -153,7 +153,10 @@ class Writer:
         events, at = [], 0
         while at + 12 <= len(data):
             (length,) = struct.unpack("<Q", data[at:at + 8])
-            events.append(self.event_pb2.Event.FromString(data[at + 12:at + 12 + length]))
+            try:
+                events.append(self.event_pb2.Event.FromString(data[at + 12:at + 12 + length]))
+            except Exception:  # noqa: BLE001 -- not a file of ours (protobuf's DecodeError): written again
+                return []
             at += 12 + length + 4
         return events
 
