@@ -1,5 +1,6 @@
 """Every trial in TensorBoard's HParams dashboard: report.py --tensorboard writes the runs without TensorFlow,
 and a real TensorBoard, started here on a free loopback port, lists every trial through its own HTTP API."""
+import contextlib
 import itertools
 import json
 import os
@@ -289,3 +290,40 @@ def test_the_screenshot_script_says_in_one_line_how_to_get_a_browser(tmp_path):
     assert out.returncode == 1 and out.stdout == ""
     assert out.stderr == ("error: no chromium here: apt-get install chromium (Debian, Ubuntu), then pip install "
                           "playwright\n")
+
+
+def test_a_mongodb_experiment_gets_its_runs_from_the_trials(tmp_path, capsys):
+    """report.py --mongo URL --exp-key NAME --tensorboard: the runs, curves included, come from the trials in
+    MongoDB (the result files are on the workers' machines)."""
+    import pymongo
+    from hyperopt.base import JOB_STATE_DONE
+
+    import mongo_search
+    import report
+    import tensorboard_runs
+    from mongo_standin import MongoStandin
+
+    searched = small_search(tmp_path / "search", n_classic=0)
+    results = {name: json.loads(json.dumps(result, default=float)) for name, result in searched.items()}
+    with MongoStandin() as standin:
+        url = f"mongo://127.0.0.1:{standin.port}/hks_test/jobs"
+        with contextlib.closing(pymongo.MongoClient("127.0.0.1", standin.port)) as client:
+            client["hks_test"]["jobs"].insert_many([
+                {"exp_key": "exp", "tid": tid, "state": JOB_STATE_DONE, "version": 1, "owner": None, "spec": None,
+                 "misc": {"tid": tid, "idxs": {}, "vals": {}, "cmd": None}, "result": result}
+                for tid, result in enumerate(results.values())])
+        trials = mongo_search.connect_or_exit(url, "exp")  # as report.py --mongo URL --exp-key exp reads them
+        rows = {}
+        report.add_trials(trials, rows)
+        tensorboard_runs.write_runs_or_exit(list(rows.values()), str(tmp_path / "tb"), trials)
+    assert f"TensorBoard: wrote {len(results)} runs to {tmp_path / 'tb'}/" in capsys.readouterr().out
+    writer = tensorboard_runs.Writer(str(tmp_path / "tb"))
+    for name, result in results.items():
+        [hparams] = [v for e in writer.read_events(str(tmp_path / "tb" / name / tensorboard_runs.TRIAL_FILE))
+                     for v in e.summary.value if v.tag == "_hparams_/session_start_info"]
+        assert name.encode() in hparams.metadata.plugin_data.content
+        if result["status"] == STATUS_OK:
+            curve = [v.simple_value for e in writer.read_events(
+                str(tmp_path / "tb" / name / "validation" / tensorboard_runs.CURVES_FILE))
+                     for v in e.summary.value if v.tag == "epoch_fine_outputs_accuracy"]
+            assert curve == pytest.approx(result["history"]["val_fine_outputs_accuracy"])
