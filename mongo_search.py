@@ -51,8 +51,19 @@ def url_from_env(default_host=None):
 
 
 def shown(url):
-    """The URL with *** for its password, for messages."""
-    return re.sub(r"://([^:@/]+):[^@/]*@", r"://\1:***@", url)
+    """The URL for messages: *** for whatever stands between :// and the last @ that may be a password.
+
+    A password holding an unencoded / or @ makes the URL malformed; the user's name is kept only when
+    nothing of the password can be in it."""
+    m = re.match(r"(?P<scheme>[^:/@]*://)(?P<credentials>.*)@", url or "")  # greedy: up to the last @
+    if not m:
+        return url
+    user, colon, _ = m["credentials"].partition(":")
+    if re.search(r"[/@]", user):  # part of a password may be in it
+        user = "***"
+    elif colon:
+        user += ":***"
+    return m["scheme"] + user + url[m.end() - 1:]
 
 
 def without_password(url):
@@ -79,15 +90,21 @@ def password_of(url):
         return urllib.parse.unquote(m["password"])
     password = os.environ.get("MONGO_DB_PASSWORD")
     if password is None:
-        sys.exit(f"error: --mongo {url} names user {urllib.parse.unquote(m['user'])!r} but no password: set "
+        sys.exit(f"error: --mongo {shown(url)} names user {urllib.parse.unquote(m['user'])!r} but no password: set "
                  f"MONGO_DB_PASSWORD (or give mongo://USER:PASSWORD@...)")
     return password
+
+
+PERCENT_ENCODE = ("percent-encode the password (python3 -c \"import urllib.parse; print(urllib.parse.quote("
+                  "'PASSWORD', safe=''))\"), or leave it out of the URL (mongo://USER@...) and set MONGO_DB_PASSWORD")
 
 
 def parse_url_or_exit(url):
     match = _URL.fullmatch(url or "")
     if not match:
-        sys.exit(f"error: --mongo must look like {URL_FORM}, not {shown(url or '')!r}")
+        credentials = re.match(r"[^:/@]*://.*@", url or "")
+        advice = f": {PERCENT_ENCODE}" if credentials else ""
+        sys.exit(f"error: --mongo must look like {URL_FORM}, not {shown(url or '')!r}{advice}")
     return match
 
 
