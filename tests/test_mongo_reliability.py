@@ -4,12 +4,19 @@ Fixtures and helpers are those of test_mongo.py (the stand-in, the real scripts 
 """
 import subprocess
 import sys
+import time
 import urllib.parse
 
 import pytest
+from hyperopt.base import JOB_STATE_ERROR, JOB_STATE_NEW
 
+import lost_workers
 import mongo_search
 from conftest import ROOT
+import test_mongo
+from test_mongo import EXP
+
+mongo_url, jobs = test_mongo.mongo_url, test_mongo.jobs  # the fixtures
 
 PASSWORDS = ["Xq7/Zt9", "Xq7@Zt9", "Xq7@Zt9/Kw3"]  # unencoded / or @: the URL is malformed
 
@@ -37,3 +44,25 @@ def test_a_percent_encoded_password_is_read_back_and_never_shown(password):
         with pytest.raises(SystemExit) as e:
             mongo_search.parse_url_or_exit(malformed)
         assert "Xq7" not in e.value.code and "Zt9" not in e.value.code and "percent-encode" in e.value.code
+
+
+def test_stops_asked_for_never_fail_a_healthy_trial(mongo_url, jobs):
+    """One SIGKILL and any number of SIGTERMs (docker-compose restart) of its workers: the trial goes back to
+    the queue each time; only the silent death counts towards MAX_LOST_RUNS."""
+    trials = mongo_search.connect_or_exit(mongo_url, EXP)
+    jobs.insert_one({"exp_key": EXP, "tid": 1, "state": JOB_STATE_NEW, "owner": None, "version": 0})
+    logged = []
+    requeue = lost_workers.RequeueLostTrials(EXP, stale_after=0.3, log=logged.append)
+    for stop in ["SIGKILL", *["SIGTERM"] * lost_workers.MAX_LOST_RUNS]:
+        job = trials.handle.reserve(["w:1"], exp_key=EXP)
+        assert job["tid"] == 1
+        if stop == "SIGKILL":  # silent: seen, then stale
+            requeue(trials)
+            time.sleep(0.4)
+        else:  # hyperopt's worker marks the job errored with the Stopped its signal raised
+            trials.handle.update(job, {"state": JOB_STATE_ERROR, "error": ("<class 'lost_workers.Stopped'>", "15")})
+        assert requeue(trials) == 1
+    doc = jobs.find_one({"tid": 1})
+    assert (doc["state"], doc["lost_runs"]) == (JOB_STATE_NEW, 1)
+    assert logged == ["Trial 1: no heartbeat from w:1 for 0.3 s: back in the queue (lost run 1).",
+                      *["Trial 1: its worker was stopped (SIGTERM): back in the queue."] * lost_workers.MAX_LOST_RUNS]
