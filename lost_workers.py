@@ -25,6 +25,8 @@ from hyperopt.base import JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW, JOB_ST
 from hyperopt.mongoexp import OperationFailure
 from hyperopt.utils import coarse_utcnow
 
+from mongo_search import Unreachable, retry_while_unreachable
+
 HEARTBEAT_EVERY_S = 2  # a running trial stamps its job this often, whatever it is doing
 # The driver requeues a trial silent for --stale-after seconds. A healthy trial is silent for one
 # heartbeat interval at most, plus a MongoDB round trip, plus, once, the moment between reserving the
@@ -52,16 +54,19 @@ class Heartbeat(keras.callbacks.Callback):
     building the model and scoring the test set are never silent; as a Keras callback it also beats
     as training starts and after each epoch, and raises TrialLost there once a beat found the job
     taken away (the driver requeued it: this worker was silent too long). keep(result) stores the
-    result in the job before the result file is written: no file for a trial taken away.
+    result in the job before the result file is written: no file for a trial taken away. Through a
+    MongoDB outage the trial trains on (a beat not sent is said once), and keep and hyperopt's writes
+    after the trial (its result, its state) wait for MongoDB, patience_s at most (--stale-after):
+    a trial that finishes during an outage keeps its result.
 
     Every ctrl.checkpoint() of the trial (these beats, hyperopt's, a stopping rule's partial
     results) goes through one lock while the thread runs: hyperopt's checkpoint reads and bumps the
     job's version in place, which two threads at once would corrupt.
     """
 
-    def __init__(self, ctrl, every_s=None, partial_result=None):
+    def __init__(self, ctrl, every_s=None, partial_result=None, patience_s=STALE_AFTER_S):
         super().__init__()
-        self.ctrl = ctrl
+        self.ctrl, self.patience_s = ctrl, patience_s
         self.every_s = HEARTBEAT_EVERY_S if every_s is None else every_s
         # The stopping rule's progress (pruning.AshaRule.partial_result), stored by the epoch beats; the
         # thread's beats store nothing: hyperopt's checkpoint() without a result keeps the job's result.
@@ -83,10 +88,16 @@ class Heartbeat(keras.callbacks.Callback):
         self._thread.start()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, exc, traceback):
         self._stop.set()
         self._thread.join()
         self.ctrl.checkpoint = self._checkpoint
+        if not isinstance(exc, Unreachable):  # hyperopt's writes after the trial wait for MongoDB too
+            handle = self.ctrl.trials.handle
+            update = handle.update
+            handle.update = lambda *args, **kwargs: retry_while_unreachable(
+                lambda: update(*args, **kwargs), f"storing the end of trial {self.ctrl.current_trial['tid']}",
+                self.patience_s)
 
     def _run(self):
         while self._send() and not self._stop.wait(self.every_s):
@@ -124,11 +135,13 @@ class Heartbeat(keras.callbacks.Callback):
         """Store the trial's result in its job, as long as this worker still holds the job; TrialLost otherwise.
 
         Called before the result file is written: a trial that MongoDB gave to another worker, or
-        marked failed, gets no result file from this one.
+        marked failed, gets no result file from this one. Waits through an outage of patience_s at most
+        (Unreachable past it: no result file either, the driver runs the trial again).
         """
         if Stopped.received is not None:
             raise Stopped(Stopped.received)
-        if not self._send(result):
+        what = f"storing the result of trial {self.ctrl.current_trial['tid']}"
+        if not retry_while_unreachable(lambda: self._send(result), what, self.patience_s):
             raise TrialLost(self.lost)
 
     def on_train_begin(self, logs=None):

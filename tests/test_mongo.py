@@ -292,7 +292,7 @@ def test_a_resumed_experiment_keeps_its_settings(tmp_path, mongo_url):
     assert out.returncode == 1
     assert out.stderr.strip() == (f"error: experiment {EXP!r} was started with epochs=100 (not 1): resume it "
                                   f"with the same options, or start a new experiment with another --exp-key")
-    assert json.loads(trials.attachments[mongo_search.SETTINGS]) == started  # untouched
+    assert json.loads(trials.attachments[mongo_search.SETTINGS]) == {**started, mongo_search.VERSION: 2}  # untouched
 
 
 def test_worker_without_the_dataset_takes_no_trial(tmp_path, mongo_url, jobs, processes):
