@@ -143,6 +143,9 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr, flush=True)
         return WORKER_MUST_STOP
     except pymongo.errors.ConnectionFailure as e:  # an outage between the waits: the driver requeues the trial
+        if isinstance(e.__context__, mongo_search.Unreachable):  # hyperopt's last write, after a wait for MongoDB
+            print(f"error: {e.__context__}", file=sys.stderr, flush=True)
+            return WORKER_MUST_STOP
         print(f"error: MongoDB unreachable, this trial's process stopped ({mongo_search.reason_of(e)}): the "
               f"worker starts another", file=sys.stderr, flush=True)
         return 1
