@@ -8,9 +8,10 @@ workers (hyperopt-mongo-worker processes) reserve and train them. This module ad
 hyperopt lacks: a one-line error when MongoDB cannot be used, the experiment's settings stored
 next to its trials (so a resumed driver cannot change the budget and workers can check their
 data), --max-evals as the experiment's total however many drivers queue its trials
-(ExperimentTrials), and the password kept out of command lines (mongo://USER@...: the password is
-MONGO_DB_PASSWORD's). The requeueing of trials whose worker died, which hyperopt leaves RUNNING
-forever, is in lost_workers.py.
+(ExperimentTrials), the password kept out of command lines (mongo://USER@...: the password is
+MONGO_DB_PASSWORD's) and out of messages, the experiment's format version that drivers and workers
+check, and the wait through MongoDB outages of up to --stale-after (retry_while_unreachable). The
+requeueing of trials whose worker died, which hyperopt leaves RUNNING forever, is in lost_workers.py.
 """
 import json
 import os
@@ -165,7 +166,7 @@ class Unreachable(Exception):
     """MongoDB stayed unreachable for longer than the experiment's --stale-after."""
 
 
-def retry_while_unreachable(call, what, patience_s, probe=None, say=print, pause_s=1):
+def retry_while_unreachable(call, what, patience_s, probe=None, pause_s=1):
     """call()'s value, through an outage of MongoDB (a restart, a network cut) of patience_s at most.
 
     When MongoDB is unreachable, says so once, waits until probe() (default: call itself; one cheap request)
@@ -180,8 +181,8 @@ def retry_while_unreachable(call, what, patience_s, probe=None, say=print, pause
         except pymongo.errors.ConnectionFailure as e:  # AutoReconnect, ServerSelectionTimeoutError, NetworkTimeout
             if since is None:
                 since = time.monotonic()
-                say(f"MongoDB unreachable while {what} ({reason_of(e)}): waiting for it, {patience_s:g} s at most "
-                    f"(--stale-after)", flush=True)
+                print(f"MongoDB unreachable while {what} ({reason_of(e)}): waiting for it, {patience_s:g} s at "
+                      f"most (--stale-after)", flush=True)
             elif time.monotonic() - since >= patience_s:
                 raise Unreachable(f"MongoDB unreachable for {patience_s:g} s (--stale-after) while {what}: "
                                   f"{reason_of(e)}") from None
@@ -190,7 +191,7 @@ def retry_while_unreachable(call, what, patience_s, probe=None, say=print, pause
             continue
         if since is None:
             return value
-        say(f"MongoDB is back after {time.monotonic() - since:.0f} s: going on.")
+        print(f"MongoDB is back after {time.monotonic() - since:.0f} s: going on.", flush=True)
         if attempt is call:
             return value
         since, attempt = None, call

@@ -84,7 +84,8 @@ def standin():
 
 
 def outage(standin, seconds):
-    """MongoDB down now, and back in `seconds` (from a thread)."""
+    """MongoDB down now, and back in `seconds` (from a thread); longer than the 5 s a request waits for a
+    server (mongo_compat), so that the request fails rather than waits, whichever request sees it first."""
     standin.stop()
     threading.Timer(seconds, standin.start).start()
 
@@ -98,11 +99,11 @@ def test_a_trial_that_finishes_during_an_outage_keeps_its_result(tmp_path, stand
         jobs = c["hks_test"]["jobs"]
         ctrl = test_mongo.reserved_trial(standin.url, jobs)
         result = test_mongo.run_objective(ctrl, tmp_path, monkeypatch, train_s=0.5,
-                                          during_training=lambda: outage(standin, 3))  # ends in the outage
+                                          during_training=lambda: outage(standin, 7))  # ends in the outage
         assert "MongoDB unreachable while storing the result of trial 1" in capsys.readouterr().out
         assert jobs.find_one({"tid": 1})["result"]["model_name"] == result["model_name"]
         assert [r["trial_id"] for r in test_mongo.results(tmp_path).values()] == [1]
-        outage(standin, 3)  # and as hyperopt stores the result and the state after the trial
+        outage(standin, 7)  # and as hyperopt stores the result and the state after the trial
         ctrl.checkpoint(result)
         ctrl.trials.handle.update(ctrl.current_trial, {"state": JOB_STATE_DONE})
         doc = jobs.find_one({"tid": 1})
