@@ -192,8 +192,12 @@ def what_is_saved(saved, n, args):
 
 
 def run_mongo_search(args):
-    """The same search on hyperopt's MongoTrials: TPE queues trials in MongoDB, workers train them."""
-    settings = settings_from(args)
+    """The same search on hyperopt's MongoTrials: TPE queues trials in MongoDB, workers train them.
+
+    Through a MongoDB outage of --stale-after at most, the driver waits and goes on; past it, one line and
+    exit status 1 (the experiment stays in MongoDB: the same command resumes it)."""
+    # The workers read stale_after too: how long they wait for MongoDB in an outage
+    settings = {**settings_from(args), "stale_after": args.stale_after}
     # --max-evals is the experiment's total, however many drivers queue its trials
     trials = mongo_search.connect_or_exit(args.mongo, args.exp_key, max_evals=args.max_evals)
     mongo_search.store_settings_or_exit(trials, settings, args.exp_key)  # workers read them there too
@@ -218,20 +222,29 @@ def run_mongo_search(args):
                 drawn[0] = show_best(trials, settings, drawn[0])
         return False, []  # never stops the search
 
-    try:
+    def search():
+        # Silence is timed afresh, also after an outage: no heartbeat could get through it
+        requeue_lost.unchanged_since = {}
         while True:
             with contextlib.suppress(AllTrialsFailed):  # fmin looks up the best trial as it returns
                 fmin(make_objective(settings), space, algo=tpe.suggest, trials=trials,
                      max_evals=args.max_evals or sys.maxsize, show_progressbar=False, return_argmin=False,
-                     rstate=np.random.default_rng([args.seed, found]),  # each resume draws new points
+                     rstate=np.random.default_rng([args.seed, len(trials.trials)]),  # each (re)start: new points
                      early_stop_fn=after_each_poll)
             if not requeue_lost(trials):  # a trial whose worker stopped as fmin returned: wait for it too
                 break
+        trials.refresh()
+
+    try:
+        mongo_search.retry_while_unreachable(search, "queueing and watching trials", args.stale_after,
+                                             probe=lambda: trials.handle.db.command("ping"))
     except KeyboardInterrupt:
         print("\nInterrupted. The experiment is in MongoDB and queued trials still run on the workers: run the "
               "same command again to resume.")
         return 130
-    trials.refresh()
+    except mongo_search.Unreachable as e:
+        sys.exit(f"error: {e}. The driver stopped; the experiment is kept in MongoDB: run the same command again "
+                 f"once MongoDB is back to resume it")
     print_best(trials, args.results_dir)
     return 0
 

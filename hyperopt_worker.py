@@ -11,24 +11,65 @@ the experiment, as its driver stored it, never from this machine's environment. 
 --data-dir and --results-dir, when relative (the defaults ml_req and results), are folders of the
 directory this worker runs in. Other options go to hyperopt-mongo-worker (--poll-interval,
 --max-jobs, --no-subprocesses, ...). Ctrl-C or SIGTERM stops the worker; its trial goes back to
-the queue. The MongoDB password reaches the per-trial processes in MONGO_DB_PASSWORD, never in
-their command line (which ps shows to every user of the machine).
+the queue. Each trial's process first checks that the experiment is still of this worker's version
+and that its objective loads here. Through a MongoDB outage of the experiment's --stale-after at
+most, the worker waits (a trial trains on, and keeps its result); past it, or for an experiment of
+another version, the worker stops with one line and exit status 3 (WORKER_MUST_STOP), so that a
+supervisor restarts it or a person reads why. The MongoDB password reaches the per-trial processes
+in MONGO_DB_PASSWORD, never in their command line (which ps shows to every user of the machine).
 """
 import argparse
+import json
 import logging
 import os
+import subprocess
 import sys
+import types
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # before Keras loads TensorFlow: no start-up INFO lines
 
+import pymongo  # noqa: E402
 from hyperopt import mongoexp  # noqa: E402
 
 import mongo_compat  # noqa: E402
 import mongo_search  # noqa: E402
-from lost_workers import Stopped  # noqa: E402
+from lost_workers import STALE_AFTER_S, Stopped  # noqa: E402
 from data import DataError, load_dataset, load_split  # noqa: E402
 
 CHECKED = "HKS_WORKER_CHECKED"  # set once this worker has checked: its per-trial processes skip the checks
+PATIENCE = "HKS_STALE_AFTER"  # the experiment's --stale-after for the per-trial processes: their wait for MongoDB
+WORKER_MUST_STOP = 3  # a trial's process exits so when the whole worker must stop (its one line says why)
+
+
+class TrialProcess(subprocess.Popen):
+    """A trial's process as hyperopt's worker loop starts it: WORKER_MUST_STOP stops the worker too, with that
+    status (hyperopt's loop would start another, and quit with status 0 after 4 failures)."""
+
+    def wait(self, timeout=None):
+        status = super().wait(timeout)
+        if status == WORKER_MUST_STOP:
+            raise SystemExit(status)
+        return status
+
+
+def patient_reserve(reserve, patience_s):
+    """hyperopt's MongoJobs.reserve, waiting through a MongoDB outage of patience_s at most."""
+    def reserve_through_outages(jobs, *args, **kwargs):
+        return mongo_search.retry_while_unreachable(lambda: reserve(jobs, *args, **kwargs), "waiting for a trial",
+                                                    patience_s)
+    return reserve_through_outages
+
+
+def check_experiment(url, exp_key, patience_s):
+    """In each trial's process, before it takes a trial: the experiment is still of this worker's version
+    and its objective loads here (a driver of another version may have resumed it since the worker started).
+    VersionMismatch or Unreachable otherwise."""
+    def check():
+        trials = mongoexp.MongoTrials(url, exp_key=exp_key, refresh=False)
+        mongo_search.check_version(json.loads(trials.attachments[mongo_search.SETTINGS]), exp_key, "worker")
+        mongo_search.check_objective_loads(trials, exp_key)
+
+    mongo_search.retry_while_unreachable(check, "checking the experiment", patience_s)
 
 
 def parse_args(argv=None):
@@ -58,11 +99,17 @@ def check_data_or_exit(settings):
 
 def main(argv=None):
     args, hyperopt_options = parse_args(argv)
+    trial_process = os.environ.get(CHECKED) == "1"  # started by this worker to run one trial
     mongo_compat.install()
     mongoexp.Shutdown = Stopped  # hyperopt raises (and catches) mongoexp.Shutdown on those signals
-    if os.environ.get(CHECKED) != "1":
+    if not trial_process:
         trials = mongo_search.connect_or_exit(args.mongo, args.exp_key, refresh=False)
-        settings = mongo_search.wait_for_settings(trials, args.exp_key, args.mongo)
+        try:
+            settings = mongo_search.wait_for_settings(trials, args.exp_key, args.mongo, STALE_AFTER_S)
+            mongo_search.check_version(settings, args.exp_key, "worker")
+        except (mongo_search.Unreachable, mongo_search.VersionMismatch) as e:
+            sys.exit(f"error: {e}")
+        os.environ[PATIENCE] = str(settings.get("stale_after", STALE_AFTER_S))  # the experiment's, not this machine's
         check_data_or_exit(settings)
         print(f"Worker for experiment {args.exp_key!r} at {mongo_search.shown(args.mongo)}: taking trials "
               f"({settings['epochs']} epochs each).", flush=True)
@@ -82,10 +129,25 @@ def main(argv=None):
     url = mongo_search.without_password(args.mongo)[:-len("/jobs")]
     sys.argv = [os.path.abspath(__file__), f"--mongo={url}", f"--exp-key={args.exp_key}",
                 *[f"{k}={v}" for k, v in defaults.items() if k not in given], *hyperopt_options]
+    mongoexp.subprocess = types.SimpleNamespace(Popen=TrialProcess)  # how hyperopt's loop starts trial processes
+    patience_s = float(os.environ.get(PATIENCE) or STALE_AFTER_S)
+    mongoexp.MongoJobs.reserve = patient_reserve(mongoexp.MongoJobs.reserve, patience_s)
     try:
+        if trial_process:
+            check_experiment(args.mongo, args.exp_key, patience_s)
         return mongoexp.main_worker()
     except Stopped:  # a trial's process, stopped by its worker: the job is marked for the driver to requeue
         print("Trial process stopped.", flush=True)
+        return 1
+    except (mongo_search.Unreachable, mongo_search.VersionMismatch) as e:  # this worker can do nothing more
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return WORKER_MUST_STOP
+    except pymongo.errors.ConnectionFailure as e:  # an outage between the waits: the driver requeues the trial
+        if isinstance(e.__context__, mongo_search.Unreachable):  # hyperopt's last write, after a wait for MongoDB
+            print(f"error: {e.__context__}", file=sys.stderr, flush=True)
+            return WORKER_MUST_STOP
+        print(f"error: MongoDB unreachable, this trial's process stopped ({mongo_search.reason_of(e)}): the "
+              f"worker starts another", file=sys.stderr, flush=True)
         return 1
 
 

@@ -7,8 +7,9 @@
                          TrialLost when the job was taken away; the result is stored in the job before its
                          result file is written, so a trial taken away writes no file
     driver               RequeueLostTrials: a RUNNING job whose version has not changed for --stale-after
-                         seconds lost its worker: back in the queue; failed after MAX_LOST_RUNS
-    worker (process)     Stopped: SIGTERM, SIGINT or SIGHUP put the worker's trial back in the queue
+                         seconds lost its worker: back in the queue; failed after MAX_LOST_RUNS such losses
+    worker (process)     Stopped: SIGTERM, SIGINT or SIGHUP put the worker's trial back in the queue (a stop
+                         asked for is not a lost worker: never counted)
 
 hyperopt's MongoTrials alone leaves the trial of a dead worker RUNNING forever.
 """
@@ -24,6 +25,8 @@ from hyperopt.base import JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW, JOB_ST
 from hyperopt.mongoexp import OperationFailure
 from hyperopt.utils import coarse_utcnow
 
+from mongo_search import Unreachable, retry_while_unreachable
+
 HEARTBEAT_EVERY_S = 2  # a running trial stamps its job this often, whatever it is doing
 # The driver requeues a trial silent for --stale-after seconds. A healthy trial is silent for one
 # heartbeat interval at most, plus a MongoDB round trip, plus, once, the moment between reserving the
@@ -31,7 +34,7 @@ HEARTBEAT_EVERY_S = 2  # a running trial stamps its job this often, whatever it 
 # a busy machine or a slow MongoDB answer would requeue healthy trials: refused.
 MIN_STALE_AFTER_S = 10
 STALE_AFTER_S = 600  # default: a dead worker's trial waits 10 minutes; ample for any pause of a healthy one
-MAX_LOST_RUNS = 3  # a trial whose worker dies 3 times probably kills it (out of memory): marked failed
+MAX_LOST_RUNS = 3  # a trial whose worker dies 3 times (stops asked for aside) probably kills it: failed
 
 
 class TrialLost(BaseException):
@@ -51,16 +54,19 @@ class Heartbeat(keras.callbacks.Callback):
     building the model and scoring the test set are never silent; as a Keras callback it also beats
     as training starts and after each epoch, and raises TrialLost there once a beat found the job
     taken away (the driver requeued it: this worker was silent too long). keep(result) stores the
-    result in the job before the result file is written: no file for a trial taken away.
+    result in the job before the result file is written: no file for a trial taken away. Through a
+    MongoDB outage the trial trains on (a beat not sent is said once), and keep and hyperopt's writes
+    after the trial (its result, its state) wait for MongoDB, patience_s at most (--stale-after):
+    a trial that finishes during an outage keeps its result.
 
     Every ctrl.checkpoint() of the trial (these beats, hyperopt's, a stopping rule's partial
     results) goes through one lock while the thread runs: hyperopt's checkpoint reads and bumps the
     job's version in place, which two threads at once would corrupt.
     """
 
-    def __init__(self, ctrl, every_s=None, partial_result=None):
+    def __init__(self, ctrl, every_s=None, partial_result=None, patience_s=STALE_AFTER_S):
         super().__init__()
-        self.ctrl = ctrl
+        self.ctrl, self.patience_s = ctrl, patience_s
         self.every_s = HEARTBEAT_EVERY_S if every_s is None else every_s
         # The stopping rule's progress (pruning.AshaRule.partial_result), stored by the epoch beats; the
         # thread's beats store nothing: hyperopt's checkpoint() without a result keeps the job's result.
@@ -82,10 +88,16 @@ class Heartbeat(keras.callbacks.Callback):
         self._thread.start()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, exc, traceback):
         self._stop.set()
         self._thread.join()
         self.ctrl.checkpoint = self._checkpoint
+        if not isinstance(exc, Unreachable):  # hyperopt's writes after the trial wait for MongoDB too
+            handle = self.ctrl.trials.handle
+            update = handle.update
+            handle.update = lambda *args, **kwargs: retry_while_unreachable(
+                lambda: update(*args, **kwargs), f"storing the end of trial {self.ctrl.current_trial['tid']}",
+                self.patience_s)
 
     def _run(self):
         while self._send() and not self._stop.wait(self.every_s):
@@ -123,11 +135,13 @@ class Heartbeat(keras.callbacks.Callback):
         """Store the trial's result in its job, as long as this worker still holds the job; TrialLost otherwise.
 
         Called before the result file is written: a trial that MongoDB gave to another worker, or
-        marked failed, gets no result file from this one.
+        marked failed, gets no result file from this one. Waits through an outage of patience_s at most
+        (Unreachable past it: no result file either, the driver runs the trial again).
         """
         if Stopped.received is not None:
             raise Stopped(Stopped.received)
-        if not self._send(result):
+        what = f"storing the result of trial {self.ctrl.current_trial['tid']}"
+        if not retry_while_unreachable(lambda: self._send(result), what, self.patience_s):
             raise TrialLost(self.lost)
 
     def on_train_begin(self, logs=None):
@@ -158,6 +172,14 @@ class Stopped(BaseException):
             signal.signal(sig, signal.SIG_IGN)
 
 
+def signal_name(number):
+    """SIGTERM for "15" (hyperopt stores the signal of a stop as its error message)."""
+    try:
+        return signal.Signals(int(number)).name
+    except ValueError:
+        return f"signal {number}"
+
+
 class RequeueLostTrials:
     """Put back in the queue the trials whose worker died or stopped; mark them failed after MAX_LOST_RUNS.
 
@@ -165,7 +187,8 @@ class RequeueLostTrials:
     ctrl.checkpoint every HEARTBEAT_EVERY_S seconds). A RUNNING job whose version has not changed for stale_after
     seconds, timed on this machine (worker clocks may differ), lost its worker: killed, out of
     memory, machine gone. A job in hyperopt's ERROR state lost it too: the worker was stopped
-    (SIGTERM, Ctrl-C) or could not start the trial (hks's trials report their own failures as
+    (SIGTERM, Ctrl-C: a stop asked for, requeued without counting towards MAX_LOST_RUNS, however
+    often it comes) or could not start the trial (hks's trials report their own failures as
     results). Each update applies only to the version seen, so a heartbeat arriving meanwhile
     wins; and the old worker, had it been only slow (cut off by the network), can no longer write
     to the job and stops training at its next heartbeat (see requeue).
@@ -183,27 +206,34 @@ class RequeueLostTrials:
         lost, seen = [], {}
         for job in jobs.find(query, projection=["tid", "state", "owner", "version", "error", "lost_runs"]):
             if job["state"] == JOB_STATE_ERROR:  # hyperopt stored ("<class 'module.Name'>", message)
-                error = re.sub(r"<class '(?:\w+\.)*(\w+)'>", r"\1", ": ".join(map(str, job.get("error") or ["?"])))
-                lost.append((job, f"its worker stopped ({error})"))
+                kind, detail = (list(map(str, job.get("error") or ["?"])) + [""])[:2]
+                kind = re.sub(r"<class '(?:\w+\.)*(\w+)'>", r"\1", kind)
+                if kind == "Stopped":  # a stop asked for (docker stop, Ctrl-C): not a lost worker
+                    lost.append((job, f"its worker was stopped ({signal_name(detail)})", False))
+                else:  # the trial's process failed before the trial could record a result
+                    lost.append((job, f"its worker failed to run it ({kind}: {detail})", True))
                 continue
             version, since = self.unchanged_since.get(job["_id"], (None, now))
             seen[job["_id"]] = (job["version"], since if version == job["version"] else now)
             if now - seen[job["_id"]][1] >= self.stale_after:
                 owner = job.get("owner") or ["?"]
-                lost.append((job, f"no heartbeat from {owner[0]} for {self.stale_after:g} s"))
+                lost.append((job, f"no heartbeat from {owner[0]} for {self.stale_after:g} s", True))
         self.unchanged_since = seen
-        return sum(self.requeue(jobs, job, why) for job, why in lost)
+        return sum(self.requeue(jobs, job, why, counted) for job, why, counted in lost)
 
-    def requeue(self, jobs, job, why):
-        lost_runs = job.get("lost_runs", 0) + 1
+    def requeue(self, jobs, job, why, counted=True):
+        """Back in the queue, or failed at the MAX_LOST_RUNS-th counted loss; a stop asked for (not counted)
+        always goes back."""
+        lost_runs = job.get("lost_runs", 0) + counted
         if lost_runs < MAX_LOST_RUNS:
             change = {"state": JOB_STATE_NEW, "owner": None, "book_time": None, "refresh_time": None}
-            outcome = f"back in the queue (lost run {lost_runs})"
+            outcome = f"back in the queue (lost run {lost_runs})" if counted else "back in the queue"
         else:
+            error = f"lost its worker {lost_runs} times, last: {why}"
             change = {"state": JOB_STATE_DONE, "refresh_time": coarse_utcnow(),
-                      "result": {"status": STATUS_FAIL, "error": f"lost its worker {lost_runs} times, last: {why}",
-                                 "trial_id": job["tid"]}}
-            outcome = f"marked failed: lost its worker {lost_runs} times (out of memory?)"
+                      "result": {"status": STATUS_FAIL, "error": error, "trial_id": job["tid"]}}
+            guess = " (killed, out of memory?)" if why.startswith("no heartbeat") else ""
+            outcome = f"marked failed: {error}{guess}"
         # Two versions on. hyperopt writes a job only where its version is the one the worker holds, then
         # checks for one version on: so the old worker's next heartbeat writes nothing and fails, after
         # which it writes nothing more (Heartbeat), and its one last try, marking the job as

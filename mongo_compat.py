@@ -54,6 +54,9 @@ def find_and_modify(collection, query, update, upsert=False, new=False):
 
 
 _connection_with_tunnel = mongoexp.connection_with_tunnel
+# A request waits this long for an unreachable MongoDB before it fails (pymongo's default: 30 s), so that the
+# waits around the driver's and the workers' requests (mongo_search.retry_while_unreachable) say so promptly.
+SERVER_SELECTION_TIMEOUT_S = 5
 
 
 def connection_with_tunnel(dbname, host="localhost", auth_dbname=None, port=27017, ssh=False, user=None, pw=None):
@@ -72,7 +75,8 @@ def connection_with_tunnel(dbname, host="localhost", auth_dbname=None, port=2701
             auth["password"] = mongoexp.read_pw()
         if auth_dbname:
             auth["authSource"] = auth_dbname  # otherwise pymongo's default: the admin database
-    return pymongo.MongoClient(host, port, document_class=SON, w=1, journal=True, **auth), None
+    return pymongo.MongoClient(host, port, document_class=SON, w=1, journal=True,
+                               serverSelectionTimeoutMS=SERVER_SELECTION_TIMEOUT_S * 1000, **auth), None
 
 
 def install():

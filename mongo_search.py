@@ -8,9 +8,10 @@ workers (hyperopt-mongo-worker processes) reserve and train them. This module ad
 hyperopt lacks: a one-line error when MongoDB cannot be used, the experiment's settings stored
 next to its trials (so a resumed driver cannot change the budget and workers can check their
 data), --max-evals as the experiment's total however many drivers queue its trials
-(ExperimentTrials), and the password kept out of command lines (mongo://USER@...: the password is
-MONGO_DB_PASSWORD's). The requeueing of trials whose worker died, which hyperopt leaves RUNNING
-forever, is in lost_workers.py.
+(ExperimentTrials), the password kept out of command lines (mongo://USER@...: the password is
+MONGO_DB_PASSWORD's) and out of messages, the experiment's format version that drivers and workers
+check, and the wait through MongoDB outages of up to --stale-after (retry_while_unreachable). The
+requeueing of trials whose worker died, which hyperopt leaves RUNNING forever, is in lost_workers.py.
 """
 import json
 import os
@@ -21,6 +22,7 @@ import time
 import urllib.parse
 
 import pymongo
+from hyperopt import mongoexp
 from hyperopt.mongoexp import MongoTrials
 
 import mongo_compat
@@ -33,7 +35,16 @@ AUTHENTICATION_FAILED = 18  # MongoDB's error code for a wrong user or password
 CONNECT_TIMEOUT_S = 5  # a MongoDB that does not answer in 5 s is down or unreachable: say so, do not hang
 SLOT = "hks_slot"  # a trial's place among the experiment's max_evals (ExperimentTrials)
 SETTINGS = "hks_settings"  # the experiment's trial settings, a JSON attachment of its trials in GridFS
-LOCAL_SETTINGS = ("data_dir", "results_dir", "verbose")  # folders on each worker: not part of the experiment
+# Settings a resumed experiment may change: folders on each worker, and how long a worker may stay silent
+LOCAL_SETTINGS = ("data_dir", "results_dir", "verbose", "stale_after")
+# The version of an experiment's format (its settings, its trials, the objective workers load), stored with
+# its settings; drivers and workers of another version refuse it. Experiments stored without it: version 1.
+VERSION = "hks_experiment_version"
+EXPERIMENT_VERSION = 2
+# Settings that experiments of version 1 may lack, and the value that does what that version did: asha
+# came later, and without it these changed nothing.
+ADDED_SETTINGS = {"prune_eta": 3, "prune_min_epochs": 1}
+DOMAIN = "FMinIter_Domain"  # hyperopt's attachment holding the pickled objective and space that workers load
 
 
 def url_from_env(default_host=None):
@@ -51,8 +62,19 @@ def url_from_env(default_host=None):
 
 
 def shown(url):
-    """The URL with *** for its password, for messages."""
-    return re.sub(r"://([^:@/]+):[^@/]*@", r"://\1:***@", url)
+    """The URL for messages: *** for whatever stands between :// and the last @ that may be a password.
+
+    A password holding an unencoded / or @ makes the URL malformed; the user's name is kept only when
+    nothing of the password can be in it."""
+    m = re.match(r"(?P<scheme>[^:/@]*://)(?P<credentials>.*)@", url or "")  # greedy: up to the last @
+    if not m:
+        return url
+    user, colon, _ = m["credentials"].partition(":")
+    if re.search(r"[/@]", user):  # part of a password may be in it
+        user = "***"
+    elif colon:
+        user += ":***"
+    return m["scheme"] + user + url[m.end() - 1:]
 
 
 def without_password(url):
@@ -79,15 +101,21 @@ def password_of(url):
         return urllib.parse.unquote(m["password"])
     password = os.environ.get("MONGO_DB_PASSWORD")
     if password is None:
-        sys.exit(f"error: --mongo {url} names user {urllib.parse.unquote(m['user'])!r} but no password: set "
+        sys.exit(f"error: --mongo {shown(url)} names user {urllib.parse.unquote(m['user'])!r} but no password: set "
                  f"MONGO_DB_PASSWORD (or give mongo://USER:PASSWORD@...)")
     return password
+
+
+PERCENT_ENCODE = ("percent-encode the password (python3 -c \"import urllib.parse; print(urllib.parse.quote("
+                  "'PASSWORD', safe=''))\"), or leave it out of the URL (mongo://USER@...) and set MONGO_DB_PASSWORD")
 
 
 def parse_url_or_exit(url):
     match = _URL.fullmatch(url or "")
     if not match:
-        sys.exit(f"error: --mongo must look like {URL_FORM}, not {shown(url or '')!r}")
+        credentials = re.match(r"[^:/@]*://.*@", url or "")
+        advice = f": {PERCENT_ENCODE}" if credentials else ""
+        sys.exit(f"error: --mongo must look like {URL_FORM}, not {shown(url or '')!r}{advice}")
     return match
 
 
@@ -129,6 +157,61 @@ class ExperimentTrials(MongoTrials):
         return inserted
 
 
+def reason_of(error):
+    """The first line of pymongo's error, without the timeouts and topology it appends."""
+    return str(error).split(" (configured timeouts")[0].split(", full error")[0].splitlines()[0].rstrip(".")
+
+
+class Unreachable(Exception):
+    """MongoDB stayed unreachable for longer than the experiment's --stale-after."""
+
+
+def retry_while_unreachable(call, what, patience_s, probe=None, pause_s=1):
+    """call()'s value, through an outage of MongoDB (a restart, a network cut) of patience_s at most.
+
+    When MongoDB is unreachable, says so once, waits until probe() (default: call itself; one cheap request)
+    gets through, says so, and calls again; Unreachable once patience_s pass without an answer. Only for
+    calls that are safe to repeat. pymongo retries a read (and, on replica sets, a write) once by itself;
+    this covers outages longer than its server selection timeout.
+    """
+    since, attempt = None, call
+    while True:
+        try:
+            value = attempt()
+        except pymongo.errors.ConnectionFailure as e:  # AutoReconnect, ServerSelectionTimeoutError, NetworkTimeout
+            if since is None:
+                since = time.monotonic()
+                print(f"MongoDB unreachable while {what} ({reason_of(e)}): waiting for it, {patience_s:g} s at "
+                      f"most (--stale-after)", flush=True)
+            elif time.monotonic() - since >= patience_s:
+                raise Unreachable(f"MongoDB unreachable for {patience_s:g} s (--stale-after) while {what}: "
+                                  f"{reason_of(e)}") from None
+            time.sleep(pause_s)
+            attempt = probe or call
+            continue
+        if since is None:
+            return value
+        print(f"MongoDB is back after {time.monotonic() - since:.0f} s: going on.", flush=True)
+        if attempt is call:
+            return value
+        since, attempt = None, call
+
+
+def check_objective_loads(trials, exp_key):
+    """VersionMismatch when the objective that the experiment's driver stored does not load here."""
+    try:
+        blob = trials.attachments[DOMAIN]
+    except KeyError:  # no driver has queued trials yet
+        return
+    try:
+        mongoexp.pickler.loads(blob)
+    except Exception as e:  # noqa: BLE001 -- whatever unpickling raises (a module moved, a class renamed)
+        raise VersionMismatch(
+            f"this worker cannot load the objective of experiment {exp_key!r} ({type(e).__name__}: {e}): it was "
+            f"queued by another version of hks: restart the experiment's driver with this version (it stores "
+            f"the objective anew), or run this worker from the driver's version") from None
+
+
 def connect_or_exit(url, exp_key, refresh=True, max_evals=None):
     """hyperopt's MongoTrials of the experiment (refresh: with its trials loaded; max_evals: queueing no more
     than that many trials in all, see ExperimentTrials), or one line saying why MongoDB cannot be used."""
@@ -144,33 +227,67 @@ def connect_or_exit(url, exp_key, refresh=True, max_evals=None):
         if getattr(e, "code", None) == AUTHENTICATION_FAILED:  # MongoDB runs: the advice below would mislead
             sys.exit(f"error: cannot use MongoDB at {shown(url)}: authentication failed for user {user!r}: check "
                      f"MONGO_DB_USER and MONGO_DB_PASSWORD (or USER:PASSWORD in --mongo)")
-        reason = str(e).split(" (configured timeouts")[0].split(", full error")[0].splitlines()[0].rstrip(".")
-        sys.exit(f"error: cannot use MongoDB at {shown(url)}: {reason}. Start it (see local_infra/) or fix "
+        sys.exit(f"error: cannot use MongoDB at {shown(url)}: {reason_of(e)}. Start it (see local_infra/) or fix "
                  f"--mongo (env MONGO_DB_HOST, MONGO_DB_PORT, MONGO_DB_USER, MONGO_DB_PASSWORD)")
     finally:
         client.close()
     return ExperimentTrials(url, exp_key=exp_key, refresh=refresh, max_evals=max_evals)
 
 
+class VersionMismatch(Exception):
+    """The experiment is of another version of hks than this driver or worker: the message says which to update."""
+
+
+def check_version(settings, exp_key, who):
+    """VersionMismatch unless the experiment's settings are of this version (who: "driver" or "worker")."""
+    version = settings.get(VERSION, 1)
+    if version > EXPERIMENT_VERSION:
+        raise VersionMismatch(
+            f"experiment {exp_key!r} is of a newer version of hks (experiment version {version}, this {who}'s "
+            f"{EXPERIMENT_VERSION}): update this {who} (git pull, or rebuild its image) and start it again")
+    if version < EXPERIMENT_VERSION and who == "worker":
+        raise VersionMismatch(
+            f"experiment {exp_key!r} was started by an older version of hks (experiment version {version}, this "
+            f"worker's {EXPERIMENT_VERSION}): resume it with a driver of this version (which updates it), or "
+            f"start a new experiment with another --exp-key, or run workers of the driver's version")
+
+
 def store_settings_or_exit(trials, settings, exp_key):
-    """Store the experiment's settings; a resumed experiment must keep the ones it started with."""
+    """Store the experiment's settings; a resumed experiment must keep the ones it started with.
+
+    A driver updates an experiment of an older version to its own when the settings that version lacked
+    (ADDED_SETTINGS) are given what that version did; a newer one it refuses."""
     attachments = trials.attachments
     if SETTINGS in attachments:
         stored = json.loads(attachments[SETTINGS])
-        changed = [f"{k}={stored.get(k)!r} (not {settings.get(k)!r})" for k in sorted(set(stored) | set(settings))
-                   if k not in LOCAL_SETTINGS and stored.get(k) != settings.get(k)]
+        try:
+            check_version(stored, exp_key, "driver")
+        except VersionMismatch as e:
+            sys.exit(f"error: {e}")
+        if stored.get(VERSION, 1) < EXPERIMENT_VERSION:
+            stored = {**ADDED_SETTINGS, **stored, VERSION: EXPERIMENT_VERSION}
+        keys = sorted(k for k in set(stored) | set(settings) if k not in LOCAL_SETTINGS and k != VERSION)
+        unknown = [k for k in keys if k not in stored]
+        if unknown:
+            sys.exit(f"error: experiment {exp_key!r} was started by an older version of hks, which had no "
+                     f"setting {', '.join(unknown)}: start a new experiment with another --exp-key (or resume "
+                     f"it with that version)")
+        changed = [f"{k}={stored.get(k)!r} (not {settings.get(k)!r})" for k in keys if stored.get(k) != settings.get(k)]
         if changed:
             sys.exit(f"error: experiment {exp_key!r} was started with {', '.join(changed)}: resume it with the "
                      f"same options, or start a new experiment with another --exp-key")
-    attachments[SETTINGS] = json.dumps(settings).encode()  # the folders may change: workers read the latest
+    # the folders may change: workers read the latest
+    attachments[SETTINGS] = json.dumps({**settings, VERSION: EXPERIMENT_VERSION}).encode()
 
 
-def wait_for_settings(trials, exp_key, url, poll_s=5):
-    """The experiment's settings, once its driver has stored them (a worker may start first)."""
+def wait_for_settings(trials, exp_key, url, patience_s, poll_s=5):
+    """The experiment's settings, once its driver has stored them (a worker may start first), through outages of
+    patience_s at most."""
     said = False
     while True:
         try:
-            return json.loads(trials.attachments[SETTINGS])
+            return json.loads(retry_while_unreachable(lambda: trials.attachments[SETTINGS],
+                                                      "reading the experiment's settings", patience_s))
         except KeyError:  # no driver yet (or it is replacing them right now)
             if not said:
                 print(f"Waiting for the driver of experiment {exp_key!r} at {shown(url)} ...", flush=True)

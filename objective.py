@@ -15,7 +15,7 @@ import keras
 from hyperopt.mongoexp import MongoCtrl
 from hyperopt.pyll import rec_eval
 
-from lost_workers import Heartbeat
+from lost_workers import STALE_AFTER_S, Heartbeat
 from neural_net import build_and_train
 from pruning import stopping_rules
 
@@ -45,7 +45,8 @@ def trial_callbacks(settings, ctrl):
     callbacks = stopping_rules(settings, ctrl.trials, ctrl.current_trial["tid"])
     partial_result = partial_result_of(callbacks)
     if isinstance(ctrl, MongoCtrl):
-        callbacks.append(Heartbeat(ctrl, partial_result=partial_result))
+        callbacks.append(Heartbeat(ctrl, partial_result=partial_result,  # waits through outages that long
+                                   patience_s=settings.get("stale_after", STALE_AFTER_S)))
     elif partial_result is not None:
         callbacks.append(PublishProgress(ctrl, partial_result))
     return callbacks

@@ -13,10 +13,12 @@ conversation work before a connection authenticates, and a wrong password gets M
     python3 tests/mongo_standin.py 27017      # run one by hand
 """
 import base64
+import contextlib
 import datetime
 import hashlib
 import hmac
 import os
+import socket
 import socketserver
 import struct
 import sys
@@ -239,6 +241,12 @@ class Store:
 
 
 class _Connection(socketserver.BaseRequestHandler):
+    def setup(self):
+        self.server.open.add(self.request)
+
+    def finish(self):
+        self.server.open.discard(self.request)
+
     def handle(self):
         self.session = {}  # this connection's user, once authenticated
         while True:
@@ -301,6 +309,10 @@ class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
+    def __init__(self, address, store):
+        super().__init__(address, _Connection)
+        self.store, self.open = store, set()  # the data, and the sockets of the connections being served
+
 
 class MongoStandin:
     """A stand-in server on 127.0.0.1 (port 0: any free port), served from a background thread.
@@ -309,24 +321,43 @@ class MongoStandin:
             url = f"mongo://127.0.0.1:{server.port}/hks/jobs"
         with MongoStandin(users={"hks": "secret"}) as server:   # connections must authenticate
             url = f"mongo://hks:secret@127.0.0.1:{server.port}/hks/jobs"
+            server.stop()    # an outage: connections dropped, none accepted; the data stays
+            server.start()   # back on the same port
     """
 
     def __init__(self, port=0, users=None):
-        self.server = _Server(("127.0.0.1", port), _Connection)
-        self.server.store = Store(users)
+        self.store = Store(users)
+        self.server = _Server(("127.0.0.1", port), self.store)
         self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, name="mongo-standin", daemon=True)
+        self.running = False
 
     def __enter__(self):
-        self.thread.start()
-        return self
+        return self.start()
 
     def __exit__(self, *exc):
         self.close()
 
-    def close(self):
-        self.server.shutdown()
+    def start(self):
+        if self.server is None:
+            self.server = _Server(("127.0.0.1", self.port), self.store)
+        threading.Thread(target=self.server.serve_forever, name="mongo-standin", daemon=True).start()
+        self.running = True
+        return self
+
+    def stop(self):
+        """Down, as a MongoDB that stops or a network cut: open connections are cut, new ones refused."""
+        if self.running:
+            self.server.shutdown()
+            self.running = False
         self.server.server_close()
+        for sock in list(self.server.open):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self.server = None
+
+    def close(self):
+        if self.server is not None:
+            self.stop()
 
 
 if __name__ == "__main__":
