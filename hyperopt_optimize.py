@@ -104,9 +104,20 @@ def show_best(trials, settings, drawn):
     print(f"Best so far: {describe(best)}", flush=True)
     if best.get("model_name") != drawn and isinstance(best.get("space"), dict):  # other tools' results may lack them
         path = os.path.join(settings["results_dir"], "model_best.png")
-        if try_draw_model(best["space"], path, settings["dataset"]):
+        if draw_model_best(best["space"], path, settings["dataset"]):
             print(f"New best model: drew {path}")
     return best.get("model_name")
+
+
+def draw_model_best(hype_space, path, dataset):
+    """try_draw_model, in a process of its own where the trials run in one: Keras builds the model to draw."""
+    if not TRIAL_PROCESS:
+        return try_draw_model(hype_space, path, dataset)
+    try:
+        return trial_process.call_in_process(try_draw_model, hype_space, path, dataset)
+    except trial_process.ProcessDied as e:
+        warn(f"{path} not drawn ({e})")
+        return False
 
 
 def run_search(args):

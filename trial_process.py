@@ -9,6 +9,7 @@ The processes are forked from a server that has imported TensorFlow, Keras and t
 (multiprocessing's forkserver): a trial starts in milliseconds, in a process that has run no
 TensorFlow yet. It loads the dataset, trains, and sends its result back through a pipe; the driver
 saves it as before. Ctrl-C reaches the driver only (utils.ctrl_c_stops): it ends the trial's process.
+The picture of a new best model (model_best.png) is drawn in such a process too: Keras builds it.
 """
 import multiprocessing
 import os
@@ -31,30 +32,22 @@ def _importable_in_server():
         os.environ["PYTHONPATH"] = os.pathsep.join([here, *filter(None, paths)])
 
 
-def _train(connection, hype_space, settings, trials, trial):
-    """In the trial's process: one build_and_train, its result sent to the driver."""
+def _call(connection, function, args):
+    """In the new process: function(*args), its return value sent to the driver."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides: it ends this process on Ctrl-C
-    from neural_net import build_and_train
-    from objective import trial_callbacks
-
-    ctrl = Ctrl(trials, current_trial=trial)  # what the stopping rules read: the other trials
-    result = build_and_train(hype_space, settings, callbacks=trial_callbacks(settings, ctrl), trial_id=trial["tid"],
-                             save_result=False)
-    connection.send(result)
+    connection.send(function(*args))
     connection.close()
 
 
-def train_in_process(hype_space, settings, trials, trial, poll_s=0.2):
-    """Train one trial in a new process; its result, or a failed result if the process died.
-
-    KeyboardInterrupt once Ctrl-C came (utils.INTERRUPTED): the process is ended first, nothing recorded.
-    """
+def call_in_process(function, *args, poll_s=0.2):
+    """function(*args) in a new process; its return value. ProcessDied (a RuntimeError) if the process
+    ended without one (killed: out of memory?). KeyboardInterrupt once Ctrl-C came (utils.INTERRUPTED):
+    the process is ended first."""
     _importable_in_server()
     receive, send = _context.Pipe(duplex=False)
-    process = _context.Process(target=_train, args=(send, hype_space, settings, trials, trial), name="hks-trial",
-                               daemon=True)
+    process = _context.Process(target=_call, args=(send, function, args), name="hks-trial", daemon=True)
     process.start()
-    send.close()  # the child's end: if it dies, recv sees the pipe closed
+    send.close()  # the new process holds the other end: if it dies, recv sees the pipe closed
     try:
         while not receive.poll(poll_s):
             if INTERRUPTED.is_set():
@@ -63,15 +56,35 @@ def train_in_process(hype_space, settings, trials, trial, poll_s=0.2):
                 break
         try:
             return receive.recv()
-        except EOFError:  # it died without a result: killed (out of memory?) or crashed
+        except EOFError:  # it ended without a result: killed (out of memory?) or crashed
             process.join()
             code = process.exitcode
             how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with {code}"
-            why = " (out of memory?)" if code == -signal.SIGKILL else ""
-            return {"status": "fail", "error": f"TrialProcessDied: the trial's process {how}{why}",
-                    "space": hype_space}
+            raise ProcessDied(f"its process {how}" + (" (out of memory?)" if code == -signal.SIGKILL else "")) from None
     finally:
         receive.close()
         if process.is_alive():
             process.terminate()
         process.join()
+
+
+class ProcessDied(RuntimeError):
+    """The process of call_in_process ended without a result."""
+
+
+def train(hype_space, settings, trials, trial):
+    """In the trial's process: one build_and_train, with the stopping rules that read the other trials."""
+    from neural_net import build_and_train
+    from objective import trial_callbacks
+
+    ctrl = Ctrl(trials, current_trial=trial)
+    return build_and_train(hype_space, settings, callbacks=trial_callbacks(settings, ctrl), trial_id=trial["tid"],
+                           save_result=False)
+
+
+def train_in_process(hype_space, settings, trials, trial):
+    """Train one trial in a new process; its result, or a failed result (ProcessDied) if the process died."""
+    try:
+        return call_in_process(train, hype_space, settings, trials, trial)
+    except ProcessDied as e:
+        return {"status": "fail", "error": f"ProcessDied: {e}", "space": hype_space}

@@ -93,9 +93,10 @@ def main(argv=None):
         real_save(trials, path)
         now, rss, tree, peak = time.time(), rss_mb(), tree_mb(os.getpid()), sampler.reset()
         rows.append((len(trials.trials), rss, rss - last[1], now - last[0]))
+        since_fifth = f"; {(rss - rows[4][1]) / (len(rows) - 5):+.1f} MB/trial since the 5th" if len(rows) > 5 else ""
         print(f"MEMORY trial {len(trials.trials):3d}: driver RSS {rss:7.1f} MB ({rss - last[1]:+6.1f}); "
-              f"with its processes {tree:7.1f} MB, {peak:7.1f} at most during the trial; {now - last[0]:5.1f} s",
-              flush=True)
+              f"with its processes {tree:7.1f} MB, {peak:7.1f} at most during the trial; {now - last[0]:5.1f} s"
+              + since_fifth, flush=True)
         last[:] = [now, rss]
     hyperopt_optimize.save_trials = save_trials
 

@@ -329,3 +329,15 @@ def test_real_ctrl_c_at_set_up_or_training_stops_cleanly(tmp_path, moment, signa
     assert "Interrupted. The 0 finished trials are saved in results.pkl" in out
     assert "Traceback" not in err and "Exception ignored" not in err, err
     assert not (tmp_path / "results.pkl").exists() and not list((tmp_path / "results").glob("*.txt.json"))
+
+
+# A process per trial
+
+
+@pytest.mark.slow
+def test_a_function_in_its_own_process_returns_its_value_and_a_killed_one_is_one_line():
+    import trial_process
+
+    assert trial_process.call_in_process(max, 3, 5) == 5
+    with pytest.raises(trial_process.ProcessDied, match=r"killed by signal 9 \(out of memory\?\)"):
+        trial_process.call_in_process(signal.raise_signal, signal.SIGKILL)
