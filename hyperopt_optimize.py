@@ -4,7 +4,8 @@
     python3 hyperopt_optimize.py --epochs 1 --max-evals 2 --train-subset 2000   # a quick look
     python3 hyperopt_optimize.py --mongo mongo://HOST:PORT/DB/jobs --exp-key NAME  # workers train the trials
 
-Each trial trains one CNN (neural_net.py) and writes results/model_<val accuracy>_<id>.txt.json;
+Each trial trains one CNN (neural_net.py), in a process of its own (trial_process.py), and writes
+results/model_<val accuracy>_<id>.txt.json;
 the trials are pickled to results.pkl after each one, so the search resumes where it stopped.
 With --mongo the trials are queued in MongoDB and trained by workers (hyperopt_worker.py, on any
 number of machines); running the driver again with the same --exp-key resumes the experiment.
