@@ -52,9 +52,8 @@ def is_finite(value):
 
 # The values the report computes with or formats, by key, and what each must be (absent or null is fine).
 RESULT_TYPES = {
-    **dict.fromkeys(["fine_best_accuracy", "coarse_best_accuracy", "fine_test_accuracy", "coarse_test_accuracy"],
-                    ("an accuracy from 0 to 1", lambda v: is_finite(v) and 0 <= v <= 1)),
-    **dict.fromkeys(["train_time_s", "epochs_run", "epochs_budget"], ("a finite number", is_finite)),
+    **dict.fromkeys(["fine_best_accuracy", "coarse_best_accuracy", "fine_test_accuracy", "coarse_test_accuracy",
+                     "train_time_s", "epochs_run", "epochs_budget"], ("a number", is_finite)),
     "trial_id": ("a whole number", lambda v: isinstance(v, int) and not isinstance(v, bool)),
     **dict.fromkeys(["model_name", "dataset", "error"], ("a string", lambda v: isinstance(v, str))),
     **dict.fromkeys(["space", "history"], ("an object", lambda v: isinstance(v, dict))),
@@ -66,6 +65,9 @@ def wrong_type(result):
     for key, (kind, ok) in RESULT_TYPES.items():
         if result.get(key) is not None and not ok(result[key]):
             return f"{key} is not {kind}"
+    for key in ("fine_best_accuracy", "coarse_best_accuracy", "fine_test_accuracy", "coarse_test_accuracy"):
+        if result.get(key) is not None and not 0 <= result[key] <= 1:
+            return f"{key} is {result[key]:g}, not an accuracy from 0 to 1"
     space = result.get("space") or {}
     for key, _, spec in KEY_HYPERPARAMETERS:
         if spec != "{}" and space.get(key) is not None and not isinstance(space[key], (int, float)):
