@@ -4,7 +4,8 @@
     python3 hyperopt_optimize.py --epochs 1 --max-evals 2 --train-subset 2000   # a quick look
     python3 hyperopt_optimize.py --mongo mongo://HOST:PORT/DB/jobs --exp-key NAME  # workers train the trials
 
-Each trial trains one CNN (neural_net.py) and writes results/model_<val accuracy>_<id>.txt.json;
+Each trial trains one CNN (neural_net.py), in a process of its own (trial_process.py), and writes
+results/model_<val accuracy>_<id>.txt.json;
 the trials are pickled to results.pkl after each one, so the search resumes where it stopped.
 With --mongo the trials are queued in MongoDB and trained by workers (hyperopt_worker.py, on any
 number of machines); running the driver again with the same --exp-key resumes the experiment.
@@ -12,10 +13,16 @@ results/model_best.png is redrawn whenever the best changes; report.py shows the
 """
 import argparse
 import contextlib
+import hashlib
+import json
 import os
+import signal
 import sys
 import time
+import uuid
 
+if __name__ == "__main__":  # Ctrl-C while the libraries load: nothing started yet, stop without a traceback
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # before Keras loads TensorFlow: no start-up INFO lines
 
 import filelock  # noqa: E402
@@ -26,14 +33,26 @@ from hyperopt.exceptions import AllTrialsFailed  # noqa: E402
 
 import mongo_search  # noqa: E402
 import tensorboard_runs  # noqa: E402
+import trial_process  # noqa: E402
 from data import load_split_or_exit  # noqa: E402
 from lost_workers import HEARTBEAT_EVERY_S, MIN_STALE_AFTER_S, STALE_AFTER_S, RequeueLostTrials  # noqa: E402
-from neural_net import try_draw_model  # noqa: E402
+from neural_net import TENSORBOARD_DIR, try_draw_model  # noqa: E402
+from hyperopt.pyll import rec_eval  # noqa: E402
 from objective import make_objective  # noqa: E402
-from search_space import space  # noqa: E402
+from search_space import SPACE, space  # noqa: E402
 from settings import add_pruning_options, add_training_options, positive_float, positive_int, settings_from  # noqa: E402
-from utils import (best_result, check_writable_or_exit, describe, duration, load_trials,  # noqa: E402
-                   remove_stale_temporaries, save_json_result, save_trials, trials_lock)
+from utils import (best_result, check_writable_or_exit, ctrl_c_stops, describe, duration, load_trials,  # noqa: E402
+                   raise_if_interrupted, remove_stale_temporaries, save_json_result, save_trials, trials_lock, warn)
+
+# The settings that give a local search's results their meaning, stored with its trials (in Trials.attachments):
+# a resume with other values would rank the trials of two searches together. The others (folders, --seed,
+# --precision, --tensorboard, verbosity, --max-evals) may change on resume.
+SETTINGS = "hks_settings"
+TRIAL_MEANING = ("dataset", "validation", "epochs", "train_subset", "prune", "prune_eta", "prune_min_epochs")
+# Each local trial trains in a process of its own (trial_process.py): TensorFlow keeps ~100 MB of every model
+# trained in a process. False trains them in the driver's process (tests that patch the training use it).
+TRIAL_PROCESS = True
+SAME_FAILURES_STOP = 3  # a run whose first trials all fail with one kind of error stops: its setup is wrong
 
 def stale_after(text):
     """--stale-after: seconds, at least MIN_STALE_AFTER_S (below, healthy trials would be requeued)."""
@@ -74,8 +93,9 @@ def print_best(trials, results_dir):
     if best is None:
         print("No trial has finished successfully yet.")
     else:
-        print(f"\nBest of {len(trials.trials)} trials: {describe(best)}\n"
-              f"Its result file: {os.path.join(results_dir, best['model_name'] + '.txt.json')}")
+        file = (f"\nIts result file: {os.path.join(results_dir, best['model_name'] + '.txt.json')}"
+                if isinstance(best.get("model_name"), str) else "")
+        print(f"\nBest of {len(trials.trials)} trials: {describe(best)}{file}")
 
 
 def show_best(trials, settings, drawn):
@@ -84,11 +104,22 @@ def show_best(trials, settings, drawn):
     if best is None:
         return drawn
     print(f"Best so far: {describe(best)}", flush=True)
-    if best["model_name"] != drawn:
+    if best.get("model_name") != drawn and isinstance(best.get("space"), dict):  # other tools' results may lack them
         path = os.path.join(settings["results_dir"], "model_best.png")
-        if try_draw_model(best["space"], path, settings["dataset"]):
+        if draw_model_best(best["space"], path, settings["dataset"]):
             print(f"New best model: drew {path}")
-    return best["model_name"]
+    return best.get("model_name")
+
+
+def draw_model_best(hype_space, path, dataset):
+    """try_draw_model, in a process of its own where the trials run in one: Keras builds the model to draw."""
+    if not TRIAL_PROCESS:
+        return try_draw_model(hype_space, path, dataset)
+    try:
+        return trial_process.call_in_process(try_draw_model, hype_space, path, dataset)
+    except trial_process.ProcessDied as e:
+        warn(f"{path} not drawn ({e})")
+        return False
 
 
 def run_search(args):
@@ -100,17 +131,61 @@ def run_search(args):
                                              "folder, or pass --results-dir another folder")
     check_writable_or_exit(os.path.dirname(args.trials_file), f"the search saves {args.trials_file} there: free "
                                                               "space or fix the folder, or pass --trials-file")
+    if args.tensorboard:
+        check_writable_or_exit(TENSORBOARD_DIR, "--tensorboard logs each trial there: move what is in the way, "
+                                                "or pass --no-tensorboard")
     lock = trials_lock(args.trials_file)
     try:
         lock.acquire(timeout=0)
     except filelock.Timeout:
         sys.exit(f"error: another search is running on {args.trials_file} (it holds {lock.lock_file}): wait for it "
                  f"to end or stop it; to run a second search beside it, pass it another --trials-file")
+    except OSError as e:  # filelock opens no symbolic link (it could truncate the file linked to), nor a folder
+        kind = "a symbolic link" if os.path.islink(lock.lock_file) else f"not a lock file ({e.strerror or e})"
+        sys.exit(f"error: {lock.lock_file} is {kind}: the search locks {args.trials_file} with that file; remove "
+                 f"it, or pass another --trials-file")
     try:
         clean_temporaries(args.results_dir, os.path.dirname(args.trials_file) or ".")
-        return run_local_search(args, settings)
+        with ctrl_c_stops():
+            return run_local_search(args, settings)
     finally:
         lock.release()
+
+
+def space_fingerprint():
+    """A short hash of search_space.SPACE (labels, kinds, ranges): a search resumes in the space it began in."""
+    return hashlib.sha256(repr(sorted(SPACE.items())).encode()).hexdigest()[:16]
+
+
+def search_settings(settings):
+    """What a local search stores with its trials: the settings of TRIAL_MEANING and the space's fingerprint."""
+    return {**{k: settings[k] for k in TRIAL_MEANING}, "space": space_fingerprint()}
+
+
+def stored_settings(trials):
+    """The search settings stored with the trials, or those its results recorded (trials of a version that did
+    not store them; the classic repo's record none: {})."""
+    attachments = getattr(trials, "attachments", None) or {}
+    if SETTINGS in attachments:
+        return json.loads(attachments[SETTINGS])
+    recorded = next((t["result"] for t in reversed(trials.trials) if "epochs_budget" in t["result"]), None)
+    if recorded is None:
+        return {}
+    return {"dataset": recorded.get("dataset"), "validation": recorded.get("validation"),
+            "train_subset": recorded.get("train_subset"), "epochs": recorded.get("epochs_budget")}
+
+
+def check_same_search_or_exit(trials, settings, trials_file):
+    """A resume keeps the settings that give the saved trials their meaning: one line naming what differs."""
+    stored, now = stored_settings(trials), search_settings(settings)
+    changed = [k for k in now if k in stored and stored[k] != now[k]]
+    if not changed:
+        return
+    shown = lambda v: "unset" if v is None else v  # noqa: E731
+    what = ["another search space (search_space.SPACE changed)" if k == "space" else
+            f"--{k.replace('_', '-')} {shown(stored[k])} (not {shown(now[k])})" for k in changed]
+    sys.exit(f"error: {trials_file} holds a search run with {', '.join(what)}: resume it with the same options, "
+             f"or start a new search with another --trials-file and --results-dir")
 
 
 def clean_temporaries(*folders):
@@ -134,10 +209,36 @@ def write_missing_result(trials, trials_file, results_dir):
           f"stopped in between): wrote {path} from {trials_file}.")
 
 
+def local_objective(settings):
+    """fmin's objective for the local search: the trial trains in a process of its own (trial_process.py)."""
+    def objective(expr, memo, ctrl):
+        hype_space = rec_eval(expr, memo=memo)
+        result = trial_process.train_in_process(hype_space, settings, ctrl.trials, ctrl.current_trial)
+        if "model_name" not in result:  # its process died: recorded as build_and_train records a failure
+            result.update(model_name=f"failed_{uuid.uuid4().hex[:8]}", trial_id=ctrl.current_trial["tid"],
+                          epochs_budget=settings["epochs"],
+                          **{k: settings[k] for k in ("dataset", "validation", "train_subset", "seed")})
+        return result
+    objective.fmin_pass_expr_memo_ctrl = True
+    return objective
+
+
 def run_local_search(args, settings):
-    split = load_split_or_exit(settings)
+    """The search, trial after trial in this process; Ctrl-C (utils.ctrl_c_stops) stops it between safe points."""
+    try:
+        return _run_local_search(args, settings)
+    except KeyboardInterrupt:  # before the first trial: nothing new to save
+        print(f"\nInterrupted before any trial ran; {args.trials_file} is as it was.")
+        return 130
+
+
+def _run_local_search(args, settings):
     trials = load_trials(args.trials_file, "it was left untouched: move it away to start a new search, "
                                            "or pass --trials-file")
+    check_same_search_or_exit(trials, settings, args.trials_file)
+    split = load_split_or_exit(settings)
+    trials.attachments[SETTINGS] = json.dumps(search_settings(settings))  # saved with the next trial
+    raise_if_interrupted()
     found = len(trials.trials)
     todo = "until Ctrl-C" if args.max_evals is None else max(0, args.max_evals - found)
     print(f"{args.dataset}: training on {len(split.x_train)} images, selecting on {len(split.x_val)} "
@@ -146,14 +247,16 @@ def run_local_search(args, settings):
 
     # Each trial is saved to results.pkl first, then its result file is written: a stop in between leaves a
     # trial without its file, written on resume, never a file of a trial that runs again.
-    objective = make_objective(settings, save_result=False)
+    objective = local_objective(settings) if TRIAL_PROCESS else make_objective(settings, save_result=False)
     saved = found
     n = found
     drawn = None  # the model_name of the best model drawn to model_best.png
     search_start = time.time()
+    errors = []  # the errors of this run's trials, while they all fail
     try:
         write_missing_result(trials, args.trials_file, args.results_dir)
         while args.max_evals is None or len(trials.trials) < args.max_evals:
+            raise_if_interrupted()
             n = len(trials.trials) + 1
             print(f"\n=== Trial {n}" + (f" of {args.max_evals}" if args.max_evals else "") + " ===", flush=True)
             start = time.time()
@@ -166,16 +269,27 @@ def run_local_search(args, settings):
             save_json_result(result["model_name"], result, args.results_dir)
             tensorboard_runs.add_trial(result, settings)  # with --tensorboard: its HParams run
             print(f"Trial {n} took {time.time() - start:.0f} s, {describe(result)}")
+            if errors is not None:
+                errors = errors + [str(result.get("error"))] if result.get("status") != "ok" else None
+            if errors and len(errors) >= SAME_FAILURES_STOP and len({e.split(":")[0] for e in errors}) == 1:
+                print(f"error: the first {len(errors)} trials of this run all failed with "
+                      f"{errors[0].split(':')[0]}, so the setup, not the hyperspaces, is wrong: {errors[-1]}. "
+                      f"Fix it, then run the same command again to resume (the failed trials are saved in "
+                      f"{args.trials_file}).".replace("\n", " "), file=sys.stderr)
+                return 1
             if args.max_evals and n < args.max_evals:
                 left = (time.time() - search_start) / (n - found) * (args.max_evals - n)
                 print(f"About {duration(left)} left for {args.max_evals - n} more trials")
             drawn = show_best(trials, settings, drawn)
+            raise_if_interrupted()
     except KeyboardInterrupt:
         print(f"\nInterrupted. The {saved} finished trials are saved in "
               f"{args.trials_file}: run the same command again to resume.")
         return 130
     except OSError as e:  # a write failed (a full disk): say what is saved, in one line
         sys.exit(f"error: {e}. The search stopped: {what_is_saved(saved, n, args)}")
+    if errors:  # too few to tell the setup from the hyperspaces, but not a success either
+        warn(f"every trial of this run failed ({len(errors)}), last: {errors[-1]}")
     print_best(trials, args.results_dir)
     return 0
 

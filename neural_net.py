@@ -16,6 +16,7 @@ Only the public Keras 3 API is used, so any Keras backend runs it.
 import functools
 import importlib
 import json
+import math
 import os
 import time
 import traceback
@@ -27,7 +28,7 @@ from hyperopt import STATUS_FAIL, STATUS_OK
 from data import load_split
 from device import choose_precision
 from settings import DEFAULT_SETTINGS
-from utils import atomic_file, save_json_result, warn
+from utils import INTERRUPTED, atomic_file, non_finite, raise_if_interrupted, save_json_result, warn
 
 STARTING_L2_REG = 0.0007  # times l2_weight_reg_mult, on every kernel
 STARTING_LR = 0.001  # times lr_rate_mult
@@ -231,6 +232,15 @@ class KeepBestWeights(keras.callbacks.Callback):
             self.best_accuracy, self.best_epoch, self.best_weights = accuracy, epoch, self.model.get_weights()
 
 
+class StopOnCtrlC(keras.callbacks.Callback):
+    """Stop training or scoring within a batch of a Ctrl-C of the local search (utils.ctrl_c_stops)."""
+
+    def on_train_batch_begin(self, batch, logs=None):  # batch begins: they leave Keras' batch ends asynchronous
+        raise_if_interrupted()
+
+    on_test_batch_begin = on_train_begin = on_epoch_end = on_train_batch_begin
+
+
 def _summarize(history, prefix):
     """The classic result keys for one head, from the validation history."""
     acc, loss = history.get(f"val_{prefix}_outputs_accuracy"), history.get(f"val_{prefix}_outputs_loss")
@@ -244,6 +254,7 @@ def _summarize(history, prefix):
 def train(hype_space, settings, callbacks=()):
     """Build and train one model; return (result dict, trained model with the selected weights)."""
     data = load_split(settings["dataset"], settings["data_dir"], settings["validation"], settings["train_subset"])
+    raise_if_interrupted()
     keras.utils.set_random_seed(settings["seed"])
     precision = choose_precision(settings["precision"])
     keras.mixed_precision.set_global_policy(precision)  # layers keep the policy they were built with
@@ -251,7 +262,8 @@ def train(hype_space, settings, callbacks=()):
         model = build_model(hype_space, data.nb_fine, data.nb_coarse)
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    best = KeepBestWeights()
+    raise_if_interrupted()
+    best, stop = KeepBestWeights(), StopOnCtrlC()
     start = time.time()
     # Plain uint8 arrays on every backend: Keras gathers each shuffled batch from them (no per-epoch
     # copy) and prefetches it; a batch of 320 takes about 1 ms of host time against seconds for the
@@ -259,18 +271,22 @@ def train(hype_space, settings, callbacks=()):
     fit = model.fit(
         data.x_train, data.y_train, batch_size=int(hype_space["batch_size"]), epochs=settings["epochs"],
         validation_data=(data.x_val, data.y_val), validation_batch_size=EVAL_BATCH_SIZE, shuffle=True,
-        callbacks=[keras.callbacks.TerminateOnNaN(), best, *callbacks], verbose=settings["verbose"])
+        callbacks=[keras.callbacks.TerminateOnNaN(), stop, best, *callbacks], verbose=settings["verbose"])
     train_time = time.time() - start
     history = {k: [float(v) for v in values] for k, values in fit.history.items()}
-    if any(v != v for v in history["loss"]):  # NaN != NaN
-        raise FloatingPointError(f"loss became NaN at epoch {len(history['loss'])}")
+    for key, values in history.items():  # a NaN or infinite loss or metric: the trial diverged
+        epoch = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
+        if epoch is not None:
+            raise FloatingPointError(f"{key} became {'NaN' if values[epoch] != values[epoch] else 'infinite'} at "
+                                     f"epoch {epoch + 1}")
     pruned_at = next((c.pruned_at_epoch for c in callbacks if getattr(c, "pruned_at_epoch", None)), None)
     model.set_weights(best.best_weights)
     if settings["validation"] == "test":  # the selected weights were scored on the test set already
         test = {k: history[f"val_{k}"][best.best_epoch] for k in ("fine_outputs_accuracy", "coarse_outputs_accuracy")
                 if f"val_{k}" in history}
     else:
-        test = model.evaluate(data.x_test, data.y_test, batch_size=EVAL_BATCH_SIZE, verbose=0, return_dict=True)
+        test = model.evaluate(data.x_test, data.y_test, batch_size=EVAL_BATCH_SIZE, verbose=0, return_dict=True,
+                              callbacks=[stop])
 
     result = {
         "loss": -best.best_accuracy,  # hyperopt minimizes: minus the best validation fine accuracy
@@ -292,6 +308,9 @@ def train(hype_space, settings, callbacks=()):
         "history": history,
         "status": STATUS_OK,
     }
+    where = non_finite(result)
+    if where:  # JSON has no such numbers, and a search cannot rank them
+        raise FloatingPointError(f"the result's {where} is not a finite number")
     return result, model
 
 
@@ -357,6 +376,8 @@ def build_and_train(hype_space, settings=None, callbacks=(), trial_id=None, save
             result, model = train(hype_space, settings, callbacks)
             result["model_name"] = f"model_{result['fine_best_accuracy']:.4f}_{run_id}"
         except Exception as e:  # noqa: BLE001 -- any failure of one trial must not stop the search
+            if INTERRUPTED.is_set():  # after a Ctrl-C of the search: not the trial's failure, it runs again
+                raise KeyboardInterrupt from e
             result, model = {"status": STATUS_FAIL, "model_name": f"failed_{run_id}", "space": hype_space,
                              "error": f"{type(e).__name__}: {e}".strip()[:2000],
                              "traceback": traceback.format_exc()}, None

@@ -18,7 +18,6 @@ read once and Keras is not imported (unless --models), so thousands of result fi
 import argparse
 import collections
 import glob
-import json
 import math
 import os
 import sys
@@ -35,7 +34,7 @@ from hyperopt.base import JOB_STATE_DONE, JOB_STATE_ERROR  # noqa: E402
 
 import mongo_search  # noqa: E402
 import tensorboard_runs  # noqa: E402
-from utils import atomic_file, duration, load_trials, remove_stale_temporaries  # noqa: E402
+from utils import atomic_file, duration, load_json_file, load_trials, remove_stale_temporaries  # noqa: E402
 
 ACCURACY = "val fine accuracy"
 # The leaderboard's hyperparameter columns: (space key, title, format).
@@ -49,10 +48,14 @@ def is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def is_finite(value):
+    return is_number(value) and math.isfinite(value)
+
+
 # The values the report computes with or formats, by key, and what each must be (absent or null is fine).
 RESULT_TYPES = {
     **dict.fromkeys(["fine_best_accuracy", "coarse_best_accuracy", "fine_test_accuracy", "coarse_test_accuracy",
-                     "train_time_s", "epochs_run", "epochs_budget"], ("a number", is_number)),
+                     "train_time_s", "epochs_run", "epochs_budget"], ("a number", is_finite)),
     "trial_id": ("a whole number", lambda v: isinstance(v, int) and not isinstance(v, bool)),
     **dict.fromkeys(["model_name", "dataset", "error"], ("a string", lambda v: isinstance(v, str))),
     **dict.fromkeys(["space", "history"], ("an object", lambda v: isinstance(v, dict))),
@@ -64,6 +67,9 @@ def wrong_type(result):
     for key, (kind, ok) in RESULT_TYPES.items():
         if result.get(key) is not None and not ok(result[key]):
             return f"{key} is not {kind}"
+    for key in ("fine_best_accuracy", "coarse_best_accuracy", "fine_test_accuracy", "coarse_test_accuracy"):
+        if result.get(key) is not None and not 0 <= result[key] <= 1:
+            return f"{key} is {result[key]:g}, not an accuracy from 0 to 1"
     space = result.get("space") or {}
     for key, _, spec in KEY_HYPERPARAMETERS:
         if spec != "{}" and space.get(key) is not None and not isinstance(space[key], (int, float)):
@@ -103,8 +109,7 @@ def read_result_files(results_dir):
     rows, unreadable = {}, []
     for path in sorted(glob.glob(os.path.join(results_dir, "*.txt.json"))):
         try:
-            with open(path) as f:
-                result = json.load(f)
+            result = load_json_file(path)
             if not isinstance(result, dict):
                 raise ValueError("not a JSON object")
         except (OSError, ValueError) as e:
@@ -135,6 +140,8 @@ def add_trials(trials, rows):
             continue
         else:
             result = t["result"]
+        if why := wrong_type(result):  # a result the report cannot rank (an infinite accuracy, say): failed
+            result = {"status": "fail", "model_name": f"trial_{t['tid']}_unusable", "error": f"unusable result: {why}"}
         done = t.get("refresh_time")
         r = row(result, trial=t["tid"], finished_at=done.timestamp() if done else 0.0)
         rows.setdefault(r["name"], r)["trial"] = t["tid"]  # a result file of the same model is the same model
@@ -310,13 +317,23 @@ def plot_history(runs, path):
 
 
 def write_figures(rows, folder):
+    """Draw the three pictures into folder; yield (path, None) for each written, (path, why) for each not."""
     runs = sorted(rows, key=run_order)
     finished = [r for r in runs if r["val_fine"] is not None]
     frame = hyperparameter_frame(finished)
-    return [plot_scatter_matrix(frame, os.path.join(folder, "hyperparameters_scatter_matrix.png")),
-            plot_accuracy_vs_hyperparameters(frame, np.arange(len(finished)),
-                                             os.path.join(folder, "accuracy_vs_hyperparameters.png")),
-            plot_history(runs, os.path.join(folder, "search_history.png"))]
+    figures = [("hyperparameters_scatter_matrix.png", lambda path: plot_scatter_matrix(frame, path)),
+               ("accuracy_vs_hyperparameters.png",
+                lambda path: plot_accuracy_vs_hyperparameters(frame, np.arange(len(finished)), path)),
+               ("search_history.png", lambda path: plot_history(runs, path))]
+    for name, draw in figures:
+        path = os.path.join(folder, name)
+        try:
+            draw(path)
+        except Exception as e:  # noqa: BLE001 -- a folder in the way, a read-only folder, values it cannot plot
+            plt.close("all")
+            yield path, f"{type(e).__name__}: {e}".replace("\n", " ")[:300]
+        else:
+            yield path, None
 
 
 def draw_models(best, folder):
@@ -405,12 +422,16 @@ def main(argv=None):
     best = ranked[0]
     if best["file"]:
         print(f"Best: {best['file']}; retrain it for the full budget: python3 train.py --space {best['file']}")
-    os.makedirs(args.results_dir, exist_ok=True)
-    for path in write_figures(rows, args.results_dir):
-        print(f"Wrote {path}")
+    drawn = True
+    for path, why in write_figures(rows, args.results_dir):
+        if why is None:
+            print(f"Wrote {path}")
+        else:
+            drawn = False
+            print(f"warning: could not write {path} ({why})", file=sys.stderr, flush=True)
     if args.models and not draw_models(best, args.results_dir):
         return 1
-    return 0
+    return 0 if drawn else 1
 
 
 if __name__ == "__main__":

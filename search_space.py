@@ -153,19 +153,38 @@ def check_hyperspace(hype_space):
     unknown = [k for k in hype_space if k not in SPACE]
     if missing or unknown:
         raise HyperspaceError("hyperspace " + "; ".join(
-            ([f"lacks {', '.join(missing)}"] if missing else []) + ([f"has unknown {', '.join(unknown)}"] if unknown
+            ([f"lacks {', '.join(missing)}"] if missing else []) + ([f"has unknown {_few(unknown)}"] if unknown
                                                                     else [])) + " (see search_space.SPACE)")
     outside = []
     for key, what in SPACE.items():
         value = hype_space[key]
         if what.accepts(value):
             continue
-        shown = json.dumps(value, default=str)
+        shown = _shown(value)
         must, works = CAN_WORK.get(key, (None, None))
         is_number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        if works and is_number and works(value):
+        if works and is_number and _works(works, value):
             outside.append(f"{key} is {shown}, outside the search's range ({what})")
         else:
             can = f"; outside that range it must be {must}" if must else ""
             raise HyperspaceError(f"hyperspace key {key!r} is {shown}: the search draws {what}{can}")
     return outside
+
+
+def _works(test, value):
+    try:
+        return test(value)
+    except (OverflowError, ValueError):  # int(1000 * 1e308): too large to build anything
+        return False
+
+
+def _shown(value, width=60):
+    """A value of a hand-written file as one short line: escaped (no terminal codes), cut at width."""
+    text = json.dumps(value, default=str)  # escapes control characters
+    return text if len(text) <= width else text[:width] + "..."
+
+
+def _few(keys, count=5):
+    """The first keys, escaped and cut short: a file may hold thousands, or terminal escape codes."""
+    shown = ", ".join(_shown(k, 40) for k in keys[:count])
+    return shown + (f" and {len(keys) - count} more" if len(keys) > count else "")

@@ -48,6 +48,19 @@ def positive_float(text):
 positive_float.__name__ = "positive number"
 
 
+MAX_SEED = 2**32 - 1  # numpy and Keras take seeds from 0 to 2**32 - 1
+
+
+def seed(text):
+    value = int(text)
+    if not 0 <= value <= MAX_SEED:
+        raise ValueError
+    return value
+
+
+seed.__name__ = f"seed (a whole number from 0 to {MAX_SEED})"
+
+
 def int_from_two(text):
     value = int(text)
     if value < 2:
@@ -74,7 +87,7 @@ def add_training_options(p):
                         "test set as the classic repo did (test)")
     p.add_argument("--results-dir", default=DEFAULT_SETTINGS["results_dir"],
                    help="folder for the per-model JSON files (default %(default)s)")
-    p.add_argument("--seed", type=int, default=DEFAULT_SETTINGS["seed"],
+    p.add_argument("--seed", type=seed, default=DEFAULT_SETTINGS["seed"],
                    help="seed of TPE and of weight initialization (default %(default)s)")
     p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=DEFAULT_SETTINGS["tensorboard"],
                    help="log each model's epochs to TensorBoard/<model name>/ (make tensorboard shows them; "

@@ -10,17 +10,16 @@ model, for keras.saving.load_model) and <model_name>.weights.h5 (its weights). T
 go to TensorBoard/<model_name>/ (--no-tensorboard turns them off; make tensorboard shows them).
 """
 import argparse
-import json
 import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # before Keras loads TensorFlow: no start-up INFO lines
 
 from data import load_split_or_exit  # noqa: E402
-from neural_net import build_and_train  # noqa: E402
+from neural_net import TENSORBOARD_DIR, build_and_train  # noqa: E402
 from search_space import NAMED_SPACES, HyperspaceError, check_hyperspace  # noqa: E402
 from settings import add_training_options, settings_from  # noqa: E402
-from utils import check_writable_or_exit, describe, load_best_result, print_json, warn  # noqa: E402
+from utils import check_writable_or_exit, describe, load_best_result, load_json_file, print_json, warn  # noqa: E402
 
 
 def resolve_space(name, results_dir):
@@ -36,10 +35,10 @@ def resolve_space(name, results_dir):
         loaded, name = best, f"the best result in {results_dir}/"
     else:
         try:
-            with open(name) as f:
-                loaded = json.load(f)
+            loaded = load_json_file(name)
         except (OSError, ValueError) as e:
-            sys.exit(f"error: cannot read hyperspace {name!r} ({e}): pass best, classic_best, demo or a JSON file")
+            sys.exit(f"error: cannot read hyperspace {name!r} ({e}): pass best, classic_best, demo or a JSON file"
+                     .replace("\n", " "))
     if isinstance(loaded, dict) and "space" in loaded:  # a result file, of this repo or of the classic one
         loaded = loaded["space"]
     try:
@@ -74,6 +73,9 @@ def main(argv=None):
     hype_space = resolve_space(args.space, args.results_dir)
     check_writable_or_exit(args.results_dir, "train.py writes the model and its result file there: free space or "
                                              "fix the folder, or pass --results-dir another folder")
+    if args.tensorboard:
+        check_writable_or_exit(TENSORBOARD_DIR, "train.py logs the training there: move what is in the way, or "
+                                                "pass --no-tensorboard")
     load_split_or_exit(settings)
     try:
         result = build_and_train(hype_space, settings, save_model=True)

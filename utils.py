@@ -6,14 +6,21 @@ import json
 import math
 import os
 import pickle
+import re
+import signal
 import sys
 import tempfile
+import threading
 import time
 
 import filelock
 from hyperopt import STATUS_OK, Trials
 
 RESULTS_DIR = "results"
+# The temporaries of atomic_file: .tmp_hks_<8 random characters of mkstemp>_<name of the file written>.
+# Only names of this form are ever removed as left by killed writes: a user's .tmp_notes stays.
+TEMPORARY_PREFIX = ".tmp_hks_"
+TEMPORARY_NAME = re.compile(re.escape(TEMPORARY_PREFIX) + r"[a-z0-9_]{8}_.+")
 
 
 def print_json(result):
@@ -35,13 +42,16 @@ def atomic_file(path):
 
     The new file is flushed to disk (fsync) before the rename and the folder after it, so that a power
     loss too leaves the old file or the whole new one. A failed write (a full disk) raises an OSError
-    that names `path`, not its temporary.
+    that names `path`, not its temporary. Where `path` is a symbolic link, the file it points to is
+    replaced (written through the link), and the link stays.
     """
+    if os.path.islink(path):
+        path = os.path.realpath(path)
     folder = os.path.dirname(os.path.abspath(path))
     tmp = None
     try:
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=os.path.basename(path))
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMPORARY_PREFIX, suffix="_" + os.path.basename(path))
         os.close(fd)
         umask = os.umask(0)
         os.umask(umask)
@@ -66,6 +76,31 @@ def atomic_write(path, write, mode="w"):
     """Write a file through write(f) on a temporary sibling, then a rename (atomic_file)."""
     with atomic_file(path) as tmp, open(tmp, mode) as f:
         write(f)
+
+
+# Set by the first Ctrl-C of a local search (ctrl_c_stops). The handler raises nothing: an exception raised
+# at a random point is lost in a garbage-collection callback or turned into another error by the library it
+# lands in (a trial recorded as failed). The search checks it at safe points: raise_if_interrupted.
+INTERRUPTED = threading.Event()
+
+
+@contextlib.contextmanager
+def ctrl_c_stops():
+    """In the block, Ctrl-C (SIGINT) sets INTERRUPTED, once or many times; raise_if_interrupted stops the work."""
+    def remember(signum, frame):
+        INTERRUPTED.set()
+    INTERRUPTED.clear()
+    previous = signal.signal(signal.SIGINT, remember)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def raise_if_interrupted():
+    """KeyboardInterrupt once Ctrl-C came (ctrl_c_stops): called where the work can stop cleanly."""
+    if INTERRUPTED.is_set():
+        raise KeyboardInterrupt
 
 
 def trials_lock(trials_file):
@@ -135,6 +170,18 @@ def describe(result):
     return f"{name}: val fine accuracy {val}, test fine accuracy: {test}{pruned}"
 
 
+def non_finite(value, where=""):
+    """The path (history.loss[3]) of the first NaN or infinite number in a result's dicts and lists, or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where or "value"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = non_finite(item, f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}".lstrip("."))
+        if found:
+            return found
+    return None
+
+
 def best_result(trials):
     """The finished result with the lowest loss (the best validation fine accuracy), or None."""
     ok = [t["result"] for t in trials.trials if t["result"].get("status") == STATUS_OK
@@ -143,16 +190,18 @@ def best_result(trials):
 
 
 def remove_stale_temporaries(folder, older_than_s=1800):
-    """Remove the .tmp_* files atomic_write left in folder when killed mid-write (SIGKILL skips its cleanup).
+    """Remove the temporaries atomic_file left in folder when killed mid-write (SIGKILL skips its cleanup).
 
-    Only those untouched for older_than_s: a write takes seconds, so a concurrent writer's file is never
+    Only files named as atomic_file names them (TEMPORARY_NAME: other .tmp_* files may be a user's), and
+    only those untouched for older_than_s: a write takes seconds, so a concurrent writer's file is never
     removed. Returns the names removed.
     """
     removed = []
     now = time.time()
-    for path in sorted(glob.glob(os.path.join(glob.escape(folder), ".tmp_*"))):
+    for path in sorted(glob.glob(os.path.join(glob.escape(folder), TEMPORARY_PREFIX + "*"))):
         try:
-            if os.path.isfile(path) and not os.path.islink(path) and now - os.path.getmtime(path) > older_than_s:
+            ours = TEMPORARY_NAME.fullmatch(os.path.basename(path)) and os.path.isfile(path)
+            if ours and not os.path.islink(path) and now - os.path.getmtime(path) > older_than_s:
                 os.remove(path)
                 removed.append(os.path.basename(path))
         except OSError:  # removed by another cleaner meanwhile, or a folder we may not write to: leave it
@@ -167,9 +216,29 @@ def save_json_result(model_name, result, results_dir=RESULTS_DIR):
     return path
 
 
+MAX_JSON_BYTES = 16 * 2**20  # a result file of 1,000 epochs is under 1 MB; a hyperspace, under 1 kB
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def load_json_file(path, max_bytes=MAX_JSON_BYTES):
+    """A result or hyperspace file: ValueError (one line) if it is larger than max_bytes (/dev/zero reads
+    forever), not JSON, nested too deeply, or holds NaN or Infinity (what the search can neither rank nor
+    train); OSError if unreadable."""
+    with open(path, "rb") as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ValueError(f"larger than {max_bytes // 2**20} MB, so not a result or hyperspace file")
+    try:
+        return json.loads(data, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 def load_json_result(best_result_name, results_dir=RESULTS_DIR):
-    with open(os.path.join(results_dir, best_result_name)) as f:
-        return json.load(f)
+    return load_json_file(os.path.join(results_dir, best_result_name))
 
 
 def load_best_result(results_dir=RESULTS_DIR):

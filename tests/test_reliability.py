@@ -36,6 +36,7 @@ def quick_search(tmp_path, monkeypatch):
         built.append(1)
         raise ValueError("this combination cannot be built")
     monkeypatch.setattr(neural_net, "build_model", bad_combination)
+    monkeypatch.setattr(hyperopt_optimize, "TRIAL_PROCESS", False)  # the patch above applies in this process only
     write_cifar100_archive(tmp_path / "ml_req", classes=range(10))
     monkeypatch.chdir(tmp_path)
 
@@ -236,7 +237,7 @@ def test_atomic_write_flushes_the_file_before_the_rename_and_the_folder_after(tm
     path = tmp_path / "r.txt.json"
     utils.atomic_write(str(path), lambda f: f.write("{}"))
     assert [e[0] for e in events] == ["fsync", "replace", "fsync"]
-    assert os.path.basename(events[0][1]).startswith(".tmp_") and events[2][1] == os.path.realpath(tmp_path)
+    assert os.path.basename(events[0][1]).startswith(".tmp_hks_") and events[2][1] == os.path.realpath(tmp_path)
     assert path.read_text() == "{}"
 
 
@@ -245,8 +246,9 @@ def test_the_driver_removes_temporaries_of_killed_writes_before_it_resumes(tmp_p
 
     write_classic_search(tmp_path, 1)
     write_cifar100_archive(tmp_path / "ml_req", classes=range(10))
-    stale = [tmp_path / ".tmp_abcresults.pkl", tmp_path / "results" / ".tmp_defmodel_0.5_x.txt.json"]
-    fresh = tmp_path / "results" / ".tmp_ghimodel_0.6_y.txt.json"  # another writer's, being written now
+    stale = [tmp_path / ".tmp_hks_abcdefgh_results.pkl",
+             tmp_path / "results" / ".tmp_hks_d_efghij_model_0.5_x.txt.json"]
+    fresh = tmp_path / "results" / ".tmp_hks_ghijklmn_model_0.6_y.txt.json"  # another writer's, being written now
     for path in [*stale, fresh]:
         path.write_text("half a file")
     for path in stale:

@@ -323,19 +323,20 @@ def test_stale_temporaries_of_killed_writes_are_removed_and_fresh_ones_kept(tmp_
     save_json_result("model_0.5000_good", dict(classic_result(0.5, SMALL, 3), model_name="model_0.5000_good"),
                      str(results))
     hour_ago = os.path.getmtime(results / "model_0.5000_good.txt.json") - 3600
-    for name in (".tmp_k1llmodel_0.6000_x.txt.json", ".tmp_k2llresults.pkl", "old_but_not_temporary.txt"):
+    for name in (".tmp_hks_k1ll_k1l_model_0.6000_x.txt.json", ".tmp_hks_k2llk2ll_results.pkl",
+                 "old_but_not_temporary.txt"):
         (results / name).write_text("half a fi")
         os.utime(results / name, (hour_ago, hour_ago))
-    (results / ".tmp_writing_now.txt.json").write_text("a concurrent writer's")
+    (results / ".tmp_hks_writenow_model.txt.json").write_text("a concurrent writer's")
     assert remove_stale_temporaries(str(results / "absent")) == []
     assert report.main(["--results-dir", str(results), "--trials-file", str(tmp_path / "none.pkl")]) == 0
     out = capsys.readouterr().out
-    assert ("Removed 2 temporary files left by writes killed midway: .tmp_k1llmodel_0.6000_x.txt.json, "
-            ".tmp_k2llresults.pkl") in out
+    assert ("Removed 2 temporary files left by writes killed midway: .tmp_hks_k1ll_k1l_model_0.6000_x.txt.json, "
+            ".tmp_hks_k2llk2ll_results.pkl") in out
     assert sorted(p.name for p in results.iterdir() if not p.name.endswith(".png")) == [
-        ".tmp_writing_now.txt.json", "model_0.5000_good.txt.json", "old_but_not_temporary.txt"]
-    os.utime(results / ".tmp_writing_now.txt.json", (hour_ago + 3000, hour_ago + 3000))  # 10 minutes ago
-    assert remove_stale_temporaries(str(results), older_than_s=300) == [".tmp_writing_now.txt.json"]
+        ".tmp_hks_writenow_model.txt.json", "model_0.5000_good.txt.json", "old_but_not_temporary.txt"]
+    os.utime(results / ".tmp_hks_writenow_model.txt.json", (hour_ago + 3000, hour_ago + 3000))  # 10 minutes ago
+    assert remove_stale_temporaries(str(results), older_than_s=300) == [".tmp_hks_writenow_model.txt.json"]
 
 
 def test_the_best_hyperspace_skips_corrupt_and_badly_named_files(tmp_path, capsys):

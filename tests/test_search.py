@@ -139,6 +139,7 @@ def test_search_goes_on_when_every_trial_fails(tmp_path, monkeypatch, capsys):
     def bad_combination(*args, **kwargs):
         raise ValueError("this combination cannot be built")
     monkeypatch.setattr(neural_net, "build_model", bad_combination)
+    monkeypatch.setattr(hyperopt_optimize, "TRIAL_PROCESS", False)  # the patch above applies in this process only
     write_cifar100_archive(tmp_path / "ml_req")
     monkeypatch.chdir(tmp_path)
     assert hyperopt_optimize.run_search(hyperopt_optimize.parse_args(["--epochs", "1", "--max-evals", "2"])) == 0
