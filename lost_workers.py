@@ -19,7 +19,7 @@ import time
 
 import keras
 import pymongo
-from hyperopt import STATUS_FAIL
+from hyperopt import STATUS_FAIL, STATUS_NEW
 from hyperopt.base import JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW, JOB_STATE_RUNNING, SONify
 from hyperopt.mongoexp import OperationFailure
 from hyperopt.utils import coarse_utcnow
@@ -197,7 +197,9 @@ class RequeueLostTrials:
     def requeue(self, jobs, job, why):
         lost_runs = job.get("lost_runs", 0) + 1
         if lost_runs < MAX_LOST_RUNS:
-            change = {"state": JOB_STATE_NEW, "owner": None, "book_time": None, "refresh_time": None}
+            # A new job's result: the partial result of the dead run must not count as progress (pruning.py)
+            change = {"state": JOB_STATE_NEW, "owner": None, "book_time": None, "refresh_time": None,
+                      "result": {"status": STATUS_NEW}}
             outcome = f"back in the queue (lost run {lost_runs})"
         else:
             change = {"state": JOB_STATE_DONE, "refresh_time": coarse_utcnow(),
