@@ -173,7 +173,7 @@ CURVE_WARMUP = 3  # the first epoch with two doublings of the curve to compare: 
 CURVE_SLOWDOWN = 2 ** -0.5  # each doubling of epochs gains at most this much of the one before
 
 
-def curve_bound(accuracy, epochs_budget, slowdown=CURVE_SLOWDOWN):
+def curve_bound(accuracy, epochs_budget, slowdown=CURVE_SLOWDOWN, warmup=CURVE_WARMUP):
     """The most a learning curve (validation accuracies, epoch by epoch) is expected to reach by the budget:
     its best so far, plus, for each remaining doubling of epochs, `slowdown` times the gain of the
     doubling before it, starting from its last doubling's gain (epochs e/2 to e).
@@ -181,10 +181,10 @@ def curve_bound(accuracy, epochs_budget, slowdown=CURVE_SLOWDOWN):
     A slowdown of 1/sqrt(2) per doubling is an error falling as epochs**-1/2, the slowest rate of
     stochastic gradient descent (on convex problems); curves that bend faster are overestimated, so
     the bound errs towards training on. A curve still speeding up (its last doubling gained more than
-    the one before: a slow starter taking off) gets no bound (None), nor one before CURVE_WARMUP epochs.
+    the one before: a slow starter taking off) gets no bound (None), nor one before `warmup` epochs.
     """
     epoch = len(accuracy)
-    if epoch < CURVE_WARMUP:
+    if epoch < max(warmup, CURVE_WARMUP):
         return None
     best = [max(accuracy[:e]) for e in range(1, epoch + 1)]
     half = (epoch + 1) // 2
@@ -214,10 +214,10 @@ class CurveRule(keras.callbacks.Callback):
     their partial result). `this_tid`: the trial's own id, so that its own partial result is not counted.
     """
 
-    def __init__(self, trials, epochs_budget, this_tid=None, slowdown=CURVE_SLOWDOWN):
+    def __init__(self, trials, epochs_budget, this_tid=None, slowdown=CURVE_SLOWDOWN, warmup=CURVE_WARMUP):
         super().__init__()
         self.trials, self.epochs_budget, self.this_tid = trials, epochs_budget, this_tid
-        self.slowdown = slowdown
+        self.slowdown, self.warmup = slowdown, warmup
         self.accuracy, self.pruned_at_epoch = [], None
 
     def partial_result(self):
@@ -227,7 +227,7 @@ class CurveRule(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self.accuracy.append(float(logs[METRIC]))
         done = epoch + 1
-        bound = curve_bound(self.accuracy, self.epochs_budget, self.slowdown)
+        bound = curve_bound(self.accuracy, self.epochs_budget, self.slowdown, self.warmup)
         if bound is None or done >= self.epochs_budget:
             return  # too early, still speeding up, or the last epoch, where stopping saves nothing
         try:

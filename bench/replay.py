@@ -1,5 +1,5 @@
-"""Replay the stopping rules on the learning curves of a finished search: what each would have saved,
-and whether it would have kept the best model.
+"""Replay the stopping rules on the learning curves of a finished search: what each would have
+saved, and whether it would have kept the best model.
 
     python3 bench/replay.py RESULTS_DIR [--trials-file FILE] [--orders N] [--seed S] [--json OUT]
 
@@ -8,14 +8,15 @@ Reads every result file in RESULTS_DIR with a per-epoch validation history (this
 that of the trials file's tids (results matched by model name), else that of the result files'
 trial ids, else of their file names (the output says which). Each trial is fed to a rule epoch by
 epoch and judged against the trials before it, as in a search run one trial at a time; a trial
-stopped early has its best accuracy up to there. The rules: none; ours at their defaults, replayed by
-their own Keras callbacks (pruning.py) on a hyperopt Trials object; and Optuna's pruners at the same
-settings (same first rung and eta, same warm-up), through ask/report/should_prune/tell. Optuna's
-Hyperband puts a trial in a bracket by a hash of the study's name: the search's order is replayed
-under 20 study names (their mean is shown), and random order k under name k mod 20.
+stopped early has its best accuracy up to there. The rules: none; ours at their defaults (and a
+few other settings), replayed by their own Keras callbacks (pruning.py) on a hyperopt Trials
+object; and Optuna's pruners at the same settings (same first rung and eta, same warm-up),
+through ask/report/should_prune/tell. Optuna's Hyperband puts a trial in a bracket by a hash of
+the study's name: the search's order is replayed under 20 study names (their mean is shown), and
+random order k under name k mod 20 (orders drawn by numpy's default_rng(seed).permutation).
 
-For each rule: the share of epochs saved and the regret (best of all trials minus best found) in the
-search's order; then over N random orders of the same trials (seeded): the mean share saved, the
+For each rule: the share of epochs saved and the regret (best of all trials minus best found) in
+the search's order; then over N random orders of the same trials (seeded): the mean share saved, the
 share of orders that keep the best model, and the mean and worst regret. A replay cannot show how
 stopping changes what the search proposes next (TPE learns from the trials it sees end).
 """
@@ -45,17 +46,18 @@ class ReplayError(Exception):
     """What the command reports in one line."""
 
 
-# --- Reading a search --------------------------------------------------------------------------------------
+# --- Reading a search ---------------------------------------------------------------------------
 
 def curve_of(result):
-    """The per-epoch validation fine accuracies of a result (either key style); None if it has none."""
+    """The per-epoch validation fine accuracies of a result (either key style); None if none."""
     history = result.get("history") or {}
     curve = history.get(METRIC) or history.get(KERAS2_METRIC)
     return [float(a) for a in curve] if curve else None
 
 
 def load_search(results_dir, trials_file=None):
-    """The learning curves of a finished search in its order: (names, curves, how the order was found)."""
+    """The learning curves of a finished search in its order: (file names, curves, how the order
+    was found)."""
     if not os.path.isdir(results_dir):
         raise ReplayError(f"no folder {results_dir}: give the results folder of a finished search")
     found = {}
@@ -69,20 +71,22 @@ def load_search(results_dir, trials_file=None):
         if curve:
             found[os.path.basename(path)] = (result, curve)
     if not found:
-        raise ReplayError(f"no result file with a per-epoch validation history ({METRIC} or {KERAS2_METRIC}) "
-                          f"in {results_dir}")
+        raise ReplayError(f"no result file with a per-epoch validation history ({METRIC} or "
+                          f"{KERAS2_METRIC}) in {results_dir}")
     names = sorted(found)
     if trials_file:
         try:
             with open(trials_file, "rb") as f:
                 trials = pickle.load(f)
         except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError) as e:
-            raise ReplayError(f"cannot read the trials file {trials_file} ({e}): give a hyperopt results.pkl") from e
-        tid_of = {t["result"].get("model_name"): t["tid"] for t in trials.trials if isinstance(t.get("result"), dict)}
+            raise ReplayError(f"cannot read the trials file {trials_file} ({e}): give a hyperopt "
+                              f"results.pkl") from e
+        tid_of = {t["result"].get("model_name"): t["tid"] for t in trials.trials
+                  if isinstance(t.get("result"), dict)}
         missing = [n for n in names if found[n][0].get("model_name") not in tid_of]
         if missing:
-            raise ReplayError(f"{len(missing)} result files are not in {trials_file} (e.g. {missing[0]}): give the "
-                              f"trials file of the same search, or none (the order is then the trial ids')")
+            raise ReplayError(f"{len(missing)} result files are not in {trials_file} (e.g. "
+                              f"{missing[0]}): give the trials file of the same search, or none")
         names.sort(key=lambda n: tid_of[found[n][0]["model_name"]])
         order = f"the tids of {trials_file}"
     elif all(isinstance(found[n][0].get("trial_id"), int) for n in names):
@@ -93,7 +97,7 @@ def load_search(results_dir, trials_file=None):
     return names, [found[n][1] for n in names], order
 
 
-# --- Replaying one order -------------------------------------------------------------------------------
+# --- Replaying one order -------------------------------------------------------------------------
 
 class _Model:
     """What a stopping rule touches of the Keras model: stop_training."""
@@ -101,8 +105,9 @@ class _Model:
 
 
 def replay_ours(curves, make_rules, budget=None):
-    """Epochs each trial runs (None for a trial without a curve) under our rules, make_rules(trials, tid)
-    -> callbacks, judging against the trials before it, recorded as the search records them."""
+    """Epochs each trial runs (None for a trial without a curve) under our rules,
+    make_rules(trials, tid) -> callbacks, judging against the trials before it, recorded as the
+    search records them."""
     from hyperopt import JOB_STATE_DONE, JOB_STATE_RUNNING, STATUS_OK, Trials
 
     trials, ran = Trials(), []
@@ -122,13 +127,13 @@ def replay_ours(curves, make_rules, budget=None):
             epochs = epoch + 1
             for rule in rules:
                 rule.set_model(model)
-                with contextlib.redirect_stdout(io.StringIO()):  # the rules' "Pruned at epoch" lines
+                with contextlib.redirect_stdout(io.StringIO()):  # their "Pruned at epoch" lines
                     rule.on_epoch_end(epoch, {METRIC: accuracy})
             if model.stop_training:
                 break
         doc = next(t for t in trials._dynamic_trials if t["tid"] == tid)
-        doc["result"] = {"status": STATUS_OK, "loss": -max(curve[:epochs]), "pruned": epochs < len(curve),
-                         "history": {METRIC: list(curve[:epochs])}}
+        doc["result"] = {"status": STATUS_OK, "loss": -max(curve[:epochs]),
+                         "pruned": epochs < len(curve), "history": {METRIC: list(curve[:epochs])}}
         doc["state"] = JOB_STATE_DONE
         trials.refresh()
         ran.append(epochs)
@@ -136,11 +141,12 @@ def replay_ours(curves, make_rules, budget=None):
 
 
 def replay_optuna(make_pruner, curves, study_name="replay"):
-    """Epochs each trial runs under an Optuna pruner: ask, report the best so far at step = epoch, should_prune."""
+    """Epochs each trial runs under an Optuna pruner: ask, report the best so far at step = epoch,
+    should_prune."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # A fixed sampler; and a name, since Hyperband puts a trial in a bracket by a hash of it and the trial's number.
+    # A fixed sampler; and a name: Hyperband puts a trial in a bracket by a hash of it and a number.
     study = optuna.create_study(study_name=study_name, direction="maximize", pruner=make_pruner(),
                                 sampler=optuna.samplers.RandomSampler(seed=0))
     ran = []
@@ -161,18 +167,19 @@ def replay_optuna(make_pruner, curves, study_name="replay"):
     return ran
 
 
-# --- The rules -----------------------------------------------------------------------------------------
+# --- The rules ----------------------------------------------------------------------------------
 
 def our_rule(prune, budget, **settings):
-    """make_rules for pruning.stopping_rules with the search's default settings (changed by `settings`)."""
+    """make_rules of pruning.stopping_rules at the search's default settings (changed by
+    `settings`)."""
     settings = dict(DEFAULT_SETTINGS, prune=prune, epochs=budget, **settings)
     return lambda trials, tid: stopping_rules(settings, trials, tid)
 
 
 def rules_for(budget):
     """name -> (replay(curves, k): epochs run per trial, under study name k for Optuna's Hyperband;
-    whether it is the search's default). Ours at their defaults, a few settings of them, and Optuna's
-    pruners at the same settings as ours."""
+    whether it is the search's default). Ours at their defaults, a few other settings of them, and
+    Optuna's pruners at the same settings as ours."""
     import optuna
 
     pruners = optuna.pruners
@@ -184,18 +191,24 @@ def rules_for(budget):
         return lambda curves, k: replay_ours(curves, make_rules)
 
     def theirs(make_pruner, by_name=False):
-        return lambda curves, k: replay_optuna(make_pruner, curves, f"replay-{k % HYPERBAND_NAMES}" if by_name
-                                               else "replay")
+        return lambda curves, k: replay_optuna(
+            make_pruner, curves, f"replay-{k % HYPERBAND_NAMES}" if by_name else "replay")
 
-    rules = {"none": (lambda curves, k: [None if c is None else len(c) for c in curves], default == "none")}
+    def curve(**changes):
+        return ours(lambda trials, tid: [CurveRule(trials, budget, tid, **changes)])
+
+    rules = {"none": (lambda curves, k: [None if c is None else len(c) for c in curves],
+                      default == "none")}
     for prune in ("median", "asha", "curve"):
         rules[prune] = (ours(our_rule(prune, budget)), default == prune)
     rules.update({
         "median, running averages (Vizier)": (ours(
             lambda trials, tid: [MedianStoppingRule(trials, budget, running_average=True)]), False),
-        f"asha, first rung {tenth}": (ours(our_rule("asha", budget, prune_min_epochs=tenth)), False),
-        "curve, no slowdown": (ours(lambda trials, tid: [CurveRule(trials, budget, tid, slowdown=1.0)]), False),
-        "curve, slowdown 1/2": (ours(lambda trials, tid: [CurveRule(trials, budget, tid, slowdown=0.5)]), False),
+        f"asha, first rung {tenth}": (ours(our_rule("asha", budget, prune_min_epochs=tenth)),
+                                      False),
+        "curve, no slowdown": (curve(slowdown=1.0), False),
+        "curve, slowdown 1/2": (curve(slowdown=0.5), False),
+        f"curve, warm-up {warmup}": (curve(warmup=warmup), False),
         f"optuna MedianPruner({PRUNE_MIN_TRIALS}, {warmup})": (
             theirs(lambda: pruners.MedianPruner(PRUNE_MIN_TRIALS, warmup)), False),
         f"optuna SuccessiveHalvingPruner({first}, {eta})": (
@@ -242,8 +255,8 @@ def table(figures, orders, order):
     """The printed table."""
     lines = [f"{figures['trials']} trials, {figures['epochs']} epochs, best validation accuracy "
              f"{figures['best']:.4f}; search order: {order}; {orders} random orders.",
-             "saved: share of the epochs not trained; regret: best of all trials minus best found; best kept: "
-             "share of the random orders that keep the best model."]
+             "saved: share of the epochs not trained; regret: best of all trials minus best found; "
+             "best kept: share of the random orders that keep the best model."]
     width = max(len(r["rule"]) for r in figures["rules"]) + 2
     lines.append(f"{'rule':<{width}} {'in order: saved':>15} {'regret':>7}   {'random: saved':>13} "
                  f"{'best kept':>9} {'regret mean':>11} {'worst':>7}")
@@ -259,15 +272,20 @@ def table(figures, orders, order):
 def rounded(figures):
     """The JSON figures, fractions to 4 digits."""
     return {**figures, "best": round(figures["best"], 4),
-            "rules": [{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for r in figures["rules"]]}
+            "rules": [{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}
+                      for r in figures["rules"]]}
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("results_dir", metavar="RESULTS_DIR", help="the result files of a finished search")
-    p.add_argument("--trials-file", help="its trials file (results.pkl): the order the trials ran in")
-    p.add_argument("--orders", type=int, default=200, help="random orders to replay (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random orders (default %(default)s)")
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("results_dir", metavar="RESULTS_DIR",
+                   help="the result files of a finished search")
+    p.add_argument("--trials-file", help="its trials file (results.pkl): the order the trials ran")
+    p.add_argument("--orders", type=int, default=200,
+                   help="random orders to replay (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the random orders (default %(default)s)")
     p.add_argument("--json", metavar="OUT", help="also write the figures to this JSON file")
     args = p.parse_args(argv)
     if args.orders < 1:
