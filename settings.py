@@ -21,7 +21,8 @@ DEFAULT_SETTINGS = dict(
     verbose=2,  # Keras fit verbosity: one line per epoch
     tensorboard=False,  # per-epoch scalars to TensorBoard/<model_name>/; off: a search would make hundreds of runs
     precision="auto",  # a Keras dtype policy, or auto (device.choose_precision)
-    prune="median",  # the stopping rule (pruning.py): median saved the most epochs at an equal best (bench/README.md)
+    prune="median",  # the stopping rule (pruning.py); curve saves more on long searches, but loses the
+    # best model on short noisy ones, where median keeps it more often (bench/README.md)
     prune_eta=3,  # asha: 1/eta of the trials at a rung go on; rungs every eta-fold of epochs
     prune_min_epochs=1,  # asha: the first rung, in epochs
 )
