@@ -8,9 +8,9 @@ hyperopt's ctrl.trials, so on MongoDB workers they see what every worker recorde
             trials that ran to the end, at the same epoch
     asha    AshaRule: asynchronous successive halving; at rungs of min_epochs * eta**k epochs, only
             the top 1/eta of the trials that reached the rung (finished, pruned or running) go on
-    curve   CurveRule: project the trial's learning curve to the budget, each further doubling of epochs
-            gaining at most 1/sqrt(2) of the one before; stop it once that cannot reach the best
-            accuracy any trial reached (finished, pruned or running)
+    curve   CurveRule: project the trial's learning curve to the budget, each further doubling of
+            epochs gaining at most 1/sqrt(2) of the one before; stop it once that cannot reach
+            the best accuracy any trial reached (finished, pruned or running)
 
 A running trial publishes its accuracies so far as a partial result (`partial_result`), which
 objective.py checkpoints once an epoch: hyperopt stores it in the trial (in the MongoDB document on
@@ -57,8 +57,8 @@ def best_by_epoch(trials, epoch, count_pruned=False, running_average=False):
                 count_pruned or not result.get("pruned")):
             accuracy = accuracy_by(result, epoch)
             if accuracy is not None:
-                reached.append(statistics.fmean(result["history"][METRIC][:epoch]) if running_average
-                               else accuracy)
+                history = result["history"][METRIC]
+                reached.append(statistics.fmean(history[:epoch]) if running_average else accuracy)
     return reached
 
 
@@ -103,9 +103,9 @@ def asha_rungs(epochs_budget, min_epochs=1, eta=3):
 
 
 def recorded_results(trials, this_tid):
-    """The results of every other trial, refreshed: finished or pruned (status ok), or running (its partial
-    result, while its job runs: a job requeued after its worker died is new again, and the partial result
-    of its dead run does not count); not failed trials."""
+    """The results of every other trial, refreshed: finished or pruned (status ok), or running (its
+    partial result, while its job runs: a job requeued after its worker died is new again, and the
+    partial result of its dead run does not count); not failed trials."""
     trials.refresh()
     results = []
     for trial in trials.trials:
@@ -119,8 +119,8 @@ def recorded_results(trials, this_tid):
 
 
 def at_rung(trials, epoch, this_tid):
-    """Best validation fine accuracy by `epoch` of every other trial that got that far, whatever is recorded:
-    finished, pruned, or running (its partial result); not failed trials."""
+    """Best validation fine accuracy by `epoch` of every other trial that got that far, whatever is
+    recorded: finished, pruned, or running (its partial result); not failed trials."""
     reached = (accuracy_by(result, epoch) for result in recorded_results(trials, this_tid))
     return [accuracy for accuracy in reached if accuracy is not None]
 
@@ -169,19 +169,20 @@ class AshaRule(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-CURVE_WARMUP = 3  # the first epoch with two doublings of the curve to compare: epochs 1 to 2, and 2 to 3
+CURVE_WARMUP = 3  # the first epoch with two doublings of the curve to compare: epochs 1-2 and 2-3
 CURVE_SLOWDOWN = 2 ** -0.5  # each doubling of epochs gains at most this much of the one before
 
 
 def curve_bound(accuracy, epochs_budget, slowdown=CURVE_SLOWDOWN, warmup=CURVE_WARMUP):
-    """The most a learning curve (validation accuracies, epoch by epoch) is expected to reach by the budget:
-    its best so far, plus, for each remaining doubling of epochs, `slowdown` times the gain of the
-    doubling before it, starting from its last doubling's gain (epochs e/2 to e).
+    """The most a learning curve (validation accuracies, epoch by epoch) is expected to reach by the
+    budget: its best so far, plus, for each remaining doubling of epochs, `slowdown` times the gain
+    of the doubling before it, starting from its last doubling's gain (epochs e/2 to e).
 
     A slowdown of 1/sqrt(2) per doubling is an error falling as epochs**-1/2, the slowest rate of
     stochastic gradient descent (on convex problems); curves that bend faster are overestimated, so
-    the bound errs towards training on. A curve still speeding up (its last doubling gained more than
-    the one before: a slow starter taking off) gets no bound (None), nor one before `warmup` epochs.
+    the bound errs towards training on. A curve still speeding up (its last doubling gained more
+    than the one before: a slow starter taking off) gets no bound (None), nor one before `warmup`
+    epochs (at least CURVE_WARMUP).
     """
     epoch = len(accuracy)
     if epoch < max(warmup, CURVE_WARMUP):
@@ -199,29 +200,32 @@ def curve_bound(accuracy, epochs_budget, slowdown=CURVE_SLOWDOWN, warmup=CURVE_W
 
 
 def best_reached(trials, this_tid):
-    """The best validation fine accuracy any other trial reached: finished, pruned or running (None: none yet)."""
+    """The best validation fine accuracy any other trial reached: finished, pruned or running
+    (None: none yet)."""
     reached = [max(r["history"][METRIC]) for r in recorded_results(trials, this_tid)
                if r.get("history", {}).get(METRIC)]
     return max(reached, default=None)
 
 
 class CurveRule(keras.callbacks.Callback):
-    """Stop a trial once its learning curve, projected to the budget (curve_bound), cannot reach the best
-    validation fine accuracy any other trial reached (Domhan et al. 2015 stop on an extrapolation of the
-    curve too). A slow starter whose curve is still steepening is not judged.
+    """Stop a trial once its learning curve, projected to the budget (curve_bound), cannot reach the
+    best validation fine accuracy any other trial reached (Domhan et al. 2015 stop on an
+    extrapolation of the curve too). A slow starter whose curve is still steepening is not judged.
 
-    Judges against `trials` (hyperopt's ctrl.trials: every worker's trials on MongoDB, running ones by
-    their partial result). `this_tid`: the trial's own id, so that its own partial result is not counted.
+    Judges against `trials` (hyperopt's ctrl.trials: every worker's trials on MongoDB, running ones
+    by their partial result). `this_tid`: the trial's own id, so that its own partial result is not
+    counted.
     """
 
-    def __init__(self, trials, epochs_budget, this_tid=None, slowdown=CURVE_SLOWDOWN, warmup=CURVE_WARMUP):
+    def __init__(self, trials, epochs_budget, this_tid=None, slowdown=CURVE_SLOWDOWN,
+                 warmup=CURVE_WARMUP):
         super().__init__()
         self.trials, self.epochs_budget, self.this_tid = trials, epochs_budget, this_tid
         self.slowdown, self.warmup = slowdown, warmup
         self.accuracy, self.pruned_at_epoch = [], None
 
     def partial_result(self):
-        """What the running trial publishes (objective.py checkpoints it each epoch): its accuracies so far."""
+        """What the running trial publishes (objective.py checkpoints it each epoch)."""
         return {"status": STATUS_RUNNING, "history": {METRIC: list(self.accuracy)}}
 
     def on_epoch_end(self, epoch, logs=None):
@@ -232,12 +236,14 @@ class CurveRule(keras.callbacks.Callback):
             return  # too early, still speeding up, or the last epoch, where stopping saves nothing
         try:
             best = best_reached(self.trials, self.this_tid)
-        except Exception as e:  # noqa: BLE001 -- an unreachable database must not fail the trial: train on
-            print(f"Pruning skipped at epoch {done}: cannot read the trials ({type(e).__name__}: {e})")
+        except Exception as e:  # noqa: BLE001 -- an unreachable database must not fail the trial
+            print(f"Pruning skipped at epoch {done}: cannot read the trials "
+                  f"({type(e).__name__}: {e})")
             return
         if best is not None and bound < best:
-            print(f"Pruned at epoch {done}: its learning curve projects to at most {bound:.4f} by epoch "
-                  f"{self.epochs_budget}, below the best validation fine accuracy reached, {best:.4f}", flush=True)
+            print(f"Pruned at epoch {done}: its learning curve projects to at most {bound:.4f} by "
+                  f"epoch {self.epochs_budget}, below the best validation fine accuracy reached, "
+                  f"{best:.4f}", flush=True)
             self.pruned_at_epoch = done
             self.model.stop_training = True
 
