@@ -20,7 +20,7 @@ import time
 
 import keras
 import pymongo
-from hyperopt import STATUS_FAIL
+from hyperopt import STATUS_FAIL, STATUS_NEW
 from hyperopt.base import JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW, JOB_STATE_RUNNING, SONify
 from hyperopt.mongoexp import OperationFailure
 from hyperopt.utils import coarse_utcnow
@@ -226,7 +226,9 @@ class RequeueLostTrials:
         always goes back."""
         lost_runs = job.get("lost_runs", 0) + counted
         if lost_runs < MAX_LOST_RUNS:
-            change = {"state": JOB_STATE_NEW, "owner": None, "book_time": None, "refresh_time": None}
+            # A new job's result: the partial result of the dead run must not count as progress (pruning.py)
+            change = {"state": JOB_STATE_NEW, "owner": None, "book_time": None, "refresh_time": None,
+                      "result": {"status": STATUS_NEW}}
             outcome = f"back in the queue (lost run {lost_runs})" if counted else "back in the queue"
         else:
             error = f"lost its worker {lost_runs} times, last: {why}"

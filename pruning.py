@@ -8,6 +8,9 @@ hyperopt's ctrl.trials, so on MongoDB workers they see what every worker recorde
             trials that ran to the end, at the same epoch
     asha    AshaRule: asynchronous successive halving; at rungs of min_epochs * eta**k epochs, only
             the top 1/eta of the trials that reached the rung (finished, pruned or running) go on
+    curve   CurveRule: project the trial's learning curve to the budget, each further doubling of
+            epochs gaining at most 1/sqrt(2) of the one before; stop it once that cannot reach
+            the best accuracy any trial reached (finished, pruned or running)
 
 A running trial publishes its accuracies so far as a partial result (`partial_result`), which
 objective.py checkpoints once an epoch: hyperopt stores it in the trial (in the MongoDB document on
@@ -15,10 +18,11 @@ workers), so workers judge against each other's trials in flight. A partial resu
 "running" and no "loss": TPE reads the loss of every trial it sees, and scores a trial without one
 as infinitely bad, as it does any running trial; the report and best_result read only status "ok".
 """
+import math
 import statistics
 
 import keras
-from hyperopt import JOB_STATE_DONE, JOB_STATE_ERROR, STATUS_OK, STATUS_RUNNING
+from hyperopt import JOB_STATE_DONE, JOB_STATE_RUNNING, STATUS_OK, STATUS_RUNNING
 
 PRUNE_MIN_TRIALS = 5  # the median stopping rule needs this many trials run to the end to judge an epoch
 METRIC = "val_fine_outputs_accuracy"  # what the search maximizes, as Keras names it in the history
@@ -36,13 +40,14 @@ def accuracy_by(result, epoch):
     return max(accuracy[:epoch]) if len(accuracy) >= epoch else None
 
 
-def best_by_epoch(trials, epoch, count_pruned=False):
+def best_by_epoch(trials, epoch, count_pruned=False, running_average=False):
     """Best validation fine accuracy within their first `epoch` epochs, of the finished trials that ran to the end.
 
     Pruned trials do not count: they are the trials that were behind, and counting them for the
     epochs they ran pulls the median down, so that fewer trials are pruned (the median stopping
     rule of Vizier, and Optuna's MedianPruner, compare with completed trials only). count_pruned=True
-    counts them, as this rule did before (bench/search_efficiency.py replays both).
+    counts them (bench/replay.py replays both). running_average=True: their mean accuracy over those
+    epochs instead, as Vizier's rule reads them (bench/README.md compares the two).
     """
     trials.refresh()  # MongoTrials: read what the other workers finished; local Trials: cheap
     reached = []
@@ -52,7 +57,8 @@ def best_by_epoch(trials, epoch, count_pruned=False):
                 count_pruned or not result.get("pruned")):
             accuracy = accuracy_by(result, epoch)
             if accuracy is not None:
-                reached.append(accuracy)
+                history = result["history"][METRIC]
+                reached.append(statistics.fmean(history[:epoch]) if running_average else accuracy)
     return reached
 
 
@@ -64,9 +70,10 @@ class MedianStoppingRule(keras.callbacks.Callback):
     Pruned trials do not count (best_by_epoch). The trial keeps its honest (low) loss for TPE.
     """
 
-    def __init__(self, trials, epochs_budget, count_pruned=False):
+    def __init__(self, trials, epochs_budget, count_pruned=False, running_average=False):
         super().__init__()
         self.trials, self.epochs_budget, self.count_pruned = trials, epochs_budget, count_pruned
+        self.running_average = running_average
         self.best, self.pruned_at_epoch = -1.0, None
 
     def on_epoch_end(self, epoch, logs=None):
@@ -75,7 +82,7 @@ class MedianStoppingRule(keras.callbacks.Callback):
         if done < prune_warmup(self.epochs_budget) or done >= self.epochs_budget:
             return  # still warming up, or the last epoch, where stopping saves nothing
         try:
-            reached = best_by_epoch(self.trials, done, self.count_pruned)
+            reached = best_by_epoch(self.trials, done, self.count_pruned, self.running_average)
         except Exception as e:  # noqa: BLE001 -- an unreachable database must not fail the trial: train on
             print(f"Pruning skipped at epoch {done}: cannot read the finished trials ({type(e).__name__}: {e})")
             return
@@ -95,20 +102,27 @@ def asha_rungs(epochs_budget, min_epochs=1, eta=3):
     return rungs
 
 
-def at_rung(trials, epoch, this_tid):
-    """Best validation fine accuracy by `epoch` of every other trial that got that far, whatever is recorded:
-    finished, pruned, or running (its partial result); not failed trials."""
+def recorded_results(trials, this_tid):
+    """The results of every other trial, refreshed: finished or pruned (status ok), or running (its
+    partial result, while its job runs: a job requeued after its worker died is new again, and the
+    partial result of its dead run does not count); not failed trials."""
     trials.refresh()
-    reached = []
+    results = []
     for trial in trials.trials:
         result = trial["result"]
-        if trial["tid"] == this_tid or trial["state"] == JOB_STATE_ERROR:
+        if trial["tid"] == this_tid:
             continue
-        if result.get("status") in (STATUS_OK, STATUS_RUNNING):
-            accuracy = accuracy_by(result, epoch)
-            if accuracy is not None:
-                reached.append(accuracy)
-    return reached
+        if (result.get("status") == STATUS_OK and trial["state"] == JOB_STATE_DONE) or (
+                result.get("status") == STATUS_RUNNING and trial["state"] == JOB_STATE_RUNNING):
+            results.append(result)
+    return results
+
+
+def at_rung(trials, epoch, this_tid):
+    """Best validation fine accuracy by `epoch` of every other trial that got that far, whatever is
+    recorded: finished, pruned, or running (its partial result); not failed trials."""
+    reached = (accuracy_by(result, epoch) for result in recorded_results(trials, this_tid))
+    return [accuracy for accuracy in reached if accuracy is not None]
 
 
 def asha_goes_on(accuracy, others, eta):
@@ -155,6 +169,85 @@ class AshaRule(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+CURVE_WARMUP = 3  # the first epoch with two doublings of the curve to compare: epochs 1-2 and 2-3
+CURVE_SLOWDOWN = 2 ** -0.5  # each doubling of epochs gains at most this much of the one before
+
+
+def curve_bound(accuracy, epochs_budget, slowdown=CURVE_SLOWDOWN, warmup=CURVE_WARMUP):
+    """The most a learning curve (validation accuracies, epoch by epoch) is expected to reach by the
+    budget: its best so far, plus, for each remaining doubling of epochs, `slowdown` times the gain
+    of the doubling before it, starting from its last doubling's gain (epochs e/2 to e).
+
+    A slowdown of 1/sqrt(2) per doubling is an error falling as epochs**-1/2, the slowest rate of
+    stochastic gradient descent (on convex problems); curves that bend faster are overestimated, so
+    the bound errs towards training on. A curve still speeding up (its last doubling gained more
+    than the one before: a slow starter taking off) gets no bound (None), nor one before `warmup`
+    epochs (at least CURVE_WARMUP).
+    """
+    epoch = len(accuracy)
+    if epoch < max(warmup, CURVE_WARMUP):
+        return None
+    best = [max(accuracy[:e]) for e in range(1, epoch + 1)]
+    half = (epoch + 1) // 2
+    quarter = (half + 1) // 2
+    gain, gain_before = best[-1] - best[half - 1], best[half - 1] - best[quarter - 1]
+    if gain > gain_before:
+        return None
+    doublings = math.log2(epochs_budget / epoch)  # left to the budget, a fraction of one included
+    if slowdown >= 1:
+        return best[-1] + gain * doublings
+    return best[-1] + gain * slowdown * (1 - slowdown ** doublings) / (1 - slowdown)
+
+
+def best_reached(trials, this_tid):
+    """The best validation fine accuracy any other trial reached: finished, pruned or running
+    (None: none yet)."""
+    reached = [max(r["history"][METRIC]) for r in recorded_results(trials, this_tid)
+               if r.get("history", {}).get(METRIC)]
+    return max(reached, default=None)
+
+
+class CurveRule(keras.callbacks.Callback):
+    """Stop a trial once its learning curve, projected to the budget (curve_bound), cannot reach the
+    best validation fine accuracy any other trial reached (Domhan et al. 2015 stop on an
+    extrapolation of the curve too). A slow starter whose curve is still steepening is not judged.
+
+    Judges against `trials` (hyperopt's ctrl.trials: every worker's trials on MongoDB, running ones
+    by their partial result). `this_tid`: the trial's own id, so that its own partial result is not
+    counted.
+    """
+
+    def __init__(self, trials, epochs_budget, this_tid=None, slowdown=CURVE_SLOWDOWN,
+                 warmup=CURVE_WARMUP):
+        super().__init__()
+        self.trials, self.epochs_budget, self.this_tid = trials, epochs_budget, this_tid
+        self.slowdown, self.warmup = slowdown, warmup
+        self.accuracy, self.pruned_at_epoch = [], None
+
+    def partial_result(self):
+        """What the running trial publishes (objective.py checkpoints it each epoch)."""
+        return {"status": STATUS_RUNNING, "history": {METRIC: list(self.accuracy)}}
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.accuracy.append(float(logs[METRIC]))
+        done = epoch + 1
+        bound = curve_bound(self.accuracy, self.epochs_budget, self.slowdown, self.warmup)
+        if bound is None or done >= self.epochs_budget:
+            return  # too early, still speeding up, or the last epoch, where stopping saves nothing
+        try:
+            best = best_reached(self.trials, self.this_tid)
+        except Exception as e:  # noqa: BLE001 -- an unreachable database must not fail the trial
+            print(f"Pruning skipped at epoch {done}: cannot read the trials "
+                  f"({type(e).__name__}: {e})")
+            return
+        if best is not None and bound < best:
+            print(f"Pruned at epoch {done}: its learning curve projects to at most {bound:.4f} by "
+                  f"epoch {self.epochs_budget}, below the best validation fine accuracy reached, "
+                  f"{best:.4f}", flush=True)
+            self.pruned_at_epoch = done
+            self.model.stop_training = True
+
+
 def stopping_rules(settings, trials, this_tid=None):
     """The callbacks of the stopping rule that settings[\"prune\"] names, judging against `trials`."""
     prune = settings.get("prune", "none")
@@ -162,4 +255,6 @@ def stopping_rules(settings, trials, this_tid=None):
         return [MedianStoppingRule(trials, settings["epochs"])]
     if prune == "asha":
         return [AshaRule(trials, settings["epochs"], this_tid, settings["prune_min_epochs"], settings["prune_eta"])]
+    if prune == "curve":
+        return [CurveRule(trials, settings["epochs"], this_tid)]
     return []

@@ -21,11 +21,12 @@ DEFAULT_SETTINGS = dict(
     verbose=2,  # Keras fit verbosity: one line per epoch
     tensorboard=False,  # per-epoch scalars to TensorBoard/<model_name>/; off: a search would make hundreds of runs
     precision="auto",  # a Keras dtype policy, or auto (device.choose_precision)
-    prune="median",  # the stopping rule (pruning.py): median saved the most epochs at an equal best (bench/README.md)
+    prune="median",  # the stopping rule (pruning.py); curve saves more on long searches, but loses the
+    # best model on short noisy ones, where median keeps it more often (bench/README.md)
     prune_eta=3,  # asha: 1/eta of the trials at a rung go on; rungs every eta-fold of epochs
     prune_min_epochs=1,  # asha: the first rung, in epochs
 )
-PRUNE_RULES = ["asha", "median", "none"]
+PRUNE_RULES = ["asha", "curve", "median", "none"]
 
 
 def positive_int(text):
@@ -111,7 +112,9 @@ def add_pruning_options(p):
     env = os.environ.get
     p.add_argument("--prune", type=prune_rule, choices=PRUNE_RULES, default=env("HKS_PRUNE", DEFAULT_SETTINGS["prune"]),
                    help="asha: asynchronous successive halving: at rungs of --prune-min-epochs x --prune-eta**k "
-                        "epochs, only the top 1/eta of the trials that reached the rung go on; median: stop a "
+                        "epochs, only the top 1/eta of the trials that reached the rung go on; curve: stop a "
+                        "trial once its learning curve, each doubling of epochs gaining at most 1/sqrt(2) of "
+                        "the one before, cannot reach the best accuracy any trial reached; median: stop a "
                         "trial after its warm-up once its best validation accuracy is below the median of the "
                         "trials run to the end, at the same epoch; none: train every trial for --epochs "
                         "(env HKS_PRUNE; default %(default)s)")

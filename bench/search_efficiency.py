@@ -1,5 +1,6 @@
-"""The same seeded search with each stopping rule (none, median, asha): epochs, wall time, best model;
-then every rule, ours and Optuna's pruners, replayed on the learning curves of the unpruned search.
+"""The same seeded search with each stopping rule (none, median, curve): epochs, wall time, best model;
+then every rule, ours and Optuna's pruners at the same settings, replayed on the learning curves of
+the unpruned search (bench/replay.py replays any finished search, in random orders too).
 
     python3 bench/search_efficiency.py --data-dir ml_req      # the full run (bench/README.md quotes it)
     python3 bench/search_efficiency.py --quick --data-dir DIR # tiny, checks that it runs (CI)
@@ -22,11 +23,11 @@ Replay: training is seeded, so the `none` search's curves are what every trial w
 Each rule is fed each trial's curve epoch by epoch, in trial order (the best validation accuracy so
 far after epoch e is step e), and the epochs it lets run are counted. Our rules are replayed by their
 own callbacks (pruning.py) on a hand-made hyperopt Trials; Optuna's by its ask/report/should_prune
-interface with a fixed sampler. A rule that also ran for real is checked against that run.
+interface with a fixed sampler, at our settings (asha's eta and first rung, the median rule's
+warm-up). A rule that also ran for real is checked against that run.
 """
 import argparse
 import calendar
-import contextlib
 import io
 import os
 import pickle
@@ -42,9 +43,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from data import DataError, load_dataset  # noqa: E402
-from pruning import METRIC  # noqa: E402
+from pruning import METRIC, PRUNE_MIN_TRIALS, prune_warmup  # noqa: E402
+from replay import HYPERBAND_NAMES, our_rule, replay_optuna, replay_ours  # noqa: E402
 
-RULES = ("none", "median", "asha")
+RULES = ("none", "median", "curve")
 GOOD = 0.01  # "a good model": within this of the unpruned search's best validation accuracy
 
 
@@ -140,87 +142,32 @@ def test_accuracy(row, args, work):
     return float(scores["fine_outputs_accuracy"]), result["fine_best_accuracy"]
 
 
-# --- Replay ---------------------------------------------------------------------------------------------
+# --- Replay (bench/replay.py) ---------------------------------------------------------------------------
 
-class _Model:
-    """What a stopping rule touches of the Keras model: stop_training."""
-    stop_training = False
-
-
-def replay_ours(prune, curves, args, make_rules=None):
-    """Epochs each trial runs under our rule (pruning.stopping_rules, or make_rules(trials, tid)), judging
-    against the trials before it."""
-    from hyperopt import JOB_STATE_DONE, JOB_STATE_RUNNING, STATUS_OK, Trials
-
-    from pruning import stopping_rules
-    from settings import DEFAULT_SETTINGS
-
-    settings = dict(DEFAULT_SETTINGS, prune=prune, epochs=args.epochs, prune_eta=args.eta,
-                    prune_min_epochs=args.min_epochs)
-    make_rules = make_rules or (lambda trials, tid: stopping_rules(settings, trials, tid))
-    trials, ran = Trials(), []
-    for curve in curves:
-        if curve is None:
-            ran.append(None)
-            continue
-        tid = trials.new_trial_ids(1)[0]
-        doc = trials.new_trial_docs([tid], [None], [{"status": "new"}],
-                                    [{"tid": tid, "cmd": None, "idxs": {}, "vals": {}}])[0]
-        doc["state"] = JOB_STATE_RUNNING
-        trials.insert_trial_docs([doc])
-        trials.refresh()
-        rules, model = make_rules(trials, tid), _Model()
-        epochs = 0
-        for epoch, accuracy in enumerate(curve):
-            epochs = epoch + 1
-            for rule in rules:
-                rule.set_model(model)
-                with contextlib.redirect_stdout(io.StringIO()):  # the rules' "Pruned at epoch" lines
-                    rule.on_epoch_end(epoch, {METRIC: accuracy})
-            if model.stop_training:
-                break
-        doc = next(t for t in trials._dynamic_trials if t["tid"] == tid)
-        doc["result"] = {"status": STATUS_OK, "loss": -max(curve[:epochs]), "pruned": epochs < len(curve),
-                         "history": {METRIC: list(curve[:epochs])}}
-        doc["state"] = JOB_STATE_DONE
-        trials.refresh()
-        ran.append(epochs)
-    return ran
-
-
-def replay_optuna(pruner, curves):
-    """Epochs each trial runs under an Optuna pruner: ask, report the best so far at step = epoch, should_prune."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # A fixed name too: Hyperband puts a trial in a bracket by a hash of the study's name and the trial's number.
-    study = optuna.create_study(study_name="replay", direction="maximize", pruner=pruner,
-                                sampler=optuna.samplers.RandomSampler(seed=0))
-    ran = []
-    for curve in curves:
-        if curve is None:
-            ran.append(None)
-            continue
-        trial, best, epochs = study.ask(), -1.0, 0
-        for epochs, accuracy in enumerate(curve, start=1):
-            best = max(best, accuracy)
-            trial.report(best, epochs)
-            if trial.should_prune():
-                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-                break
-        else:
-            study.tell(trial, best)
-        ran.append(epochs)
-    return ran
+def ours(prune, args, **changes):
+    """make_rules of our rule `prune` at this run's settings."""
+    return our_rule(prune, args.epochs, prune_eta=args.eta, prune_min_epochs=args.min_epochs, **changes)
 
 
 def optuna_pruners(args):
+    """Optuna's pruners at the same settings as ours: name -> a function making one."""
     import optuna
 
-    p = optuna.pruners
-    return {"optuna MedianPruner(n_startup_trials=5, n_warmup_steps=2)": p.MedianPruner(5, 2),
-            "optuna SuccessiveHalvingPruner()": p.SuccessiveHalvingPruner(),
-            f"optuna HyperbandPruner(1, {args.epochs}, 3)": p.HyperbandPruner(1, args.epochs, 3)}
+    p, warmup = optuna.pruners, prune_warmup(args.epochs)
+    return {f"optuna MedianPruner({PRUNE_MIN_TRIALS}, {warmup})": lambda: p.MedianPruner(PRUNE_MIN_TRIALS, warmup),
+            f"optuna SuccessiveHalvingPruner({args.min_epochs}, {args.eta})":
+                lambda: p.SuccessiveHalvingPruner(args.min_epochs, args.eta),
+            f"optuna HyperbandPruner({args.min_epochs}, {args.epochs}, {args.eta})":
+                lambda: p.HyperbandPruner(args.min_epochs, args.epochs, args.eta)}
+
+
+def replay_optuna_mean(name, make_pruner, curves):
+    """Epochs per trial (a mean over HYPERBAND_NAMES study names for Hyperband, whose brackets hang on a
+    hash of the study's name) and the best found (the same mean)."""
+    names = [f"replay-{k}" for k in range(HYPERBAND_NAMES)] if "Hyperband" in name else ["replay"]
+    runs = [replay_optuna(make_pruner, curves, study_name) for study_name in names]
+    rows = [replay_row(curves, ran) for ran in runs]
+    return dict(epochs=float(np.mean([r["epochs"] for r in rows])), best=float(np.mean([r["best"] for r in rows])))
 
 
 def replay_row(curves, ran):
@@ -232,7 +179,7 @@ def check_replay(prune, real_trials, none_trials, args):
     """The replay of a rule that ran for real, against that run: lines to print."""
     real_ran = [t["result"]["epochs_run"] if t["result"]["status"] == "ok" else None for t in real_trials]
     # 1. On the run's own curves (a pruned trial's curve ends where it stopped; the rule read no further).
-    own = replay_ours(prune, curves_of(real_trials), args)
+    own = replay_ours(curves_of(real_trials), ours(prune, args))
     same = sum(a == b for a, b in zip(own, real_ran))
     lines = [f"{prune}: replayed on its own run's curves, {same} of {len(real_ran)} trials run the same epochs "
              f"({'same' if same == len(real_ran) else 'DIFFERENT'}: {sum(filter(None, own))} replayed, "
@@ -243,7 +190,7 @@ def check_replay(prune, real_trials, none_trials, args):
         if a["misc"]["vals"] != b["misc"]["vals"]:
             break
         shared += 1
-    on_none = replay_ours(prune, curves_of(none_trials[:shared]), args)
+    on_none = replay_ours(curves_of(none_trials[:shared]), ours(prune, args))
     same = sum(a == b for a, b in zip(on_none, real_ran[:shared]))
     lines.append(f"{prune}: replayed on the none run's curves, the first {shared} trials (the models both searches "
                  f"trained): {same} of {shared} run the same epochs ({'same' if same == shared else 'DIFFERENT'}: "
@@ -260,16 +207,18 @@ def print_replays(none_trials, real_trials, args):
     none_best = max(max(c) for c in curves if c)
     former = lambda trials, tid: [MedianStoppingRule(trials, args.epochs, count_pruned=True)]  # noqa: E731
     replays = {"none": [len(c) if c else None for c in curves],
-               "median (ours)": replay_ours("median", curves, args),
-               "median, pruned trials counted (ours before)": replay_ours("median", curves, args, former),
-               f"asha (ours, eta {args.eta})": replay_ours("asha", curves, args)}
-    replays.update({name: replay_optuna(pruner, curves) for name, pruner in optuna_pruners(args).items()})
-    print(f"\nReplay on the none search's curves ({sum(c is not None for c in curves)} trials in order):")
-    width = max(map(len, replays))
+               "median (ours)": replay_ours(curves, ours("median", args)),
+               "median, pruned trials counted (ours before)": replay_ours(curves, former),
+               f"asha (ours, eta {args.eta}, first rung {args.min_epochs})": replay_ours(curves, ours("asha", args)),
+               "curve (ours)": replay_ours(curves, ours("curve", args))}
+    rows = {name: replay_row(curves, ran) for name, ran in replays.items()}
+    rows.update({name: replay_optuna_mean(name, make, curves) for name, make in optuna_pruners(args).items()})
+    print(f"\nReplay on the none search's curves ({sum(c is not None for c in curves)} trials in order; Optuna's "
+          f"Hyperband: the mean over {HYPERBAND_NAMES} study names):")
+    width = max(map(len, rows))
     print(f"{'rule':<{width}} {'epochs':>6} {'saved':>6} {'best val acc':>12} {'vs none':>8}")
-    for name, ran in replays.items():
-        r = replay_row(curves, ran)
-        print(f"{name:<{width}} {r['epochs']:>6} {1 - r['epochs'] / none_epochs:>6.1%} {r['best']:>12.4f} "
+    for name, r in rows.items():
+        print(f"{name:<{width}} {r['epochs']:>6.0f} {1 - r['epochs'] / none_epochs:>6.1%} {r['best']:>12.4f} "
               f"{r['best'] - none_best:>+8.4f}")
     if real_trials:
         print("\nReplay check against the real runs:")
@@ -301,10 +250,10 @@ def main(argv=None):
     p.add_argument("--min-epochs", type=int, default=1, help="asha's first rung (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of every search (default %(default)s)")
     p.add_argument("--work-dir", help="keep the subset, logs and results here (default: a temporary folder)")
-    p.add_argument("--quick", action="store_true", help="6 trials of 3 epochs on 10 x 20 images (for CI)")
+    p.add_argument("--quick", action="store_true", help="6 trials of 4 epochs on 10 x 20 images (for CI)")
     p.add_argument("--replay-from", metavar="WORK",
                    help="run no search: replay the rules on the curves of an earlier run's --work-dir (its "
-                        "none/results.pkl), in seconds, and check them against its median and asha runs; give "
+                        "none/results.pkl), in seconds, and check them against its median and curve runs; give "
                         "that run's --epochs, --eta and --min-epochs")
     args = p.parse_args(argv)
     if args.replay_from:
@@ -319,7 +268,7 @@ def main(argv=None):
         print_replays(loaded.pop("none"), loaded, args)
         return 0
     if args.quick:
-        args.trials, args.epochs, args.classes = 6, 3, 10
+        args.trials, args.epochs, args.classes = 6, 4, 10
         args.train_per_class, args.val_per_class, args.test_per_class = 20, 2, 2
     classes = list(range(0, 100, 100 // args.classes))[:args.classes]
     os.environ["HKS_PRUNE_ETA"], os.environ["HKS_PRUNE_MIN_EPOCHS"] = str(args.eta), str(args.min_epochs)

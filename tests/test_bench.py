@@ -10,7 +10,7 @@ import pytest
 from hyperopt import STATUS_OK
 
 from conftest import ROOT, write_cifar100_archive
-from pruning import PRUNE_MIN_TRIALS, prune_warmup
+from pruning import PRUNE_MIN_TRIALS, curve_bound, prune_warmup
 
 
 def run(command, cwd, **env):
@@ -29,21 +29,23 @@ def test_search_efficiency_quick_runs_every_rule_and_replays_them(tmp_path):
                "--data-dir", str(tmp_path / "ml_req"), "--work-dir", str(tmp_path / "work")], tmp_path)
     assert out.returncode == 0, out.stderr
     runs = out.stdout.split("Replay on the none search's curves")[0]  # the real runs' table (the replay's follows)
-    (none,), (median,), (asha,) = (table_rows(runs, rule) for rule in ("none", "median", "asha"))
-    assert none[1] == median[1] == asha[1] == "6" and none[2] == "0"  # trials; nothing pruned without pruning
-    assert int(none[4]) == 3 * (6 - int(none[3]))  # every finished trial ran its 3 epochs
-    assert int(median[4]) <= int(none[4]) and int(asha[4]) <= int(none[4])
-    assert all(0 <= float(row[8]) <= 1 for row in (none, median, asha))  # test accuracy
-    assert "median: " in out.stdout and "asha: " in out.stdout and "fewer epochs" in out.stdout
-    assert (tmp_path / "work" / "asha.log").exists() and (tmp_path / "work" / "none" / "results.pkl").exists()
-    # The replay table: every rule, ours and Optuna's; and the replays of the real runs match them.
+    (none,), (median,), (curve,) = (table_rows(runs, rule) for rule in ("none", "median", "curve"))
+    assert none[1] == median[1] == curve[1] == "6" and none[2] == "0"  # trials; nothing pruned without pruning
+    assert int(none[4]) == 4 * (6 - int(none[3]))  # every finished trial ran its 4 epochs
+    assert int(median[4]) <= int(none[4]) and int(curve[4]) <= int(none[4])
+    assert all(0 <= float(row[8]) <= 1 for row in (none, median, curve))  # test accuracy
+    assert "median: " in out.stdout and "curve: " in out.stdout and "fewer epochs" in out.stdout
+    assert (tmp_path / "work" / "curve.log").exists() and (tmp_path / "work" / "none" / "results.pkl").exists()
+    # The replay table: every rule, ours and Optuna's at the same settings; the replays of the real runs match them.
     replayed = [line for line in out.stdout.split("Replay on the none search's curves")[1].splitlines()
-                if line.startswith(("median (ours)", "median, pruned", "asha (ours", "optuna "))]
-    assert len(replayed) == 6
-    checks = [line for line in out.stdout.splitlines() if line.startswith(("median: replayed", "asha: replayed"))]
+                if line.startswith(("median (ours)", "median, pruned", "asha (ours", "curve (ours)", "optuna "))]
+    assert len(replayed) == 7
+    assert [line.split(")")[0] for line in replayed if line.startswith("optuna ")] == [
+        "optuna MedianPruner(5, 2", "optuna SuccessiveHalvingPruner(1, 3", "optuna HyperbandPruner(1, 4, 3"]
+    checks = [line for line in out.stdout.splitlines() if line.startswith(("median: replayed", "curve: replayed"))]
     assert len(checks) == 4 and all("(same:" in line for line in checks), checks
     # The pruned searches, trial by trial.
-    for rule in ("median", "asha"):
+    for rule in ("median", "curve"):
         trials = pickle.loads((tmp_path / "work" / rule / "results.pkl").read_bytes()).trials
         for k, trial in enumerate(trials):
             result = trial["result"]
@@ -51,15 +53,21 @@ def test_search_efficiency_quick_runs_every_rule_and_replays_them(tmp_path):
                 continue
             accuracy = result["history"]["val_fine_outputs_accuracy"]
             earlier = [t["result"] for t in trials[:k] if t["result"]["status"] == STATUS_OK]
-            if rule == "median":  # against the trials run to the end, at the warm-up epoch
-                stop_at, reached = prune_warmup(3), [max(r["history"]["val_fine_outputs_accuracy"][:prune_warmup(3)])
-                                                     for r in earlier if not r["pruned"]]
-                behind = len(reached) >= PRUNE_MIN_TRIALS and max(accuracy[:stop_at]) < statistics.median(reached)
-            else:  # rung 1 (eta 3, 3 epochs): the top max(1, n // 3) of the n trials there go on
-                stop_at, reached = 1, [r["history"]["val_fine_outputs_accuracy"][0] for r in earlier]
-                behind = sum(a > accuracy[0] for a in reached) >= max(1, (len(reached) + 1) // 3)
+            history = [r["history"]["val_fine_outputs_accuracy"] for r in earlier if rule == "curve" or not r["pruned"]]
+            stop_at = None
+            for epoch in range(prune_warmup(4) if rule == "median" else 3, 4):  # the last epoch is never judged
+                if rule == "median":  # against the trials run to the end, at the same epoch
+                    reached = [max(h[:epoch]) for h in history if len(h) >= epoch]
+                    behind = len(reached) >= PRUNE_MIN_TRIALS and max(accuracy[:epoch]) < statistics.median(reached)
+                else:  # its projection against the best any trial reached
+                    bound = curve_bound(accuracy[:epoch], 4)
+                    behind = bound is not None and bool(history) and bound < max(max(h) for h in history)
+                if behind:
+                    stop_at = epoch
+                    break
+            behind = stop_at is not None
             assert result["pruned"] == behind, (rule, k)
-            assert result["epochs_run"] == (stop_at if behind else 3), (rule, k)
+            assert result["epochs_run"] == (stop_at if behind else 4), (rule, k)
 
 
 @pytest.mark.slow

@@ -7,8 +7,8 @@ from hyperopt import JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_RUNNING, STATUS_
 from conftest import write_cifar100_archive
 from neural_net import build_and_train
 from objective import make_objective
-from pruning import (METRIC, PRUNE_MIN_TRIALS, AshaRule, MedianStoppingRule, asha_goes_on, asha_rungs, at_rung,
-                     best_by_epoch, prune_warmup)
+from pruning import (METRIC, PRUNE_MIN_TRIALS, AshaRule, CurveRule, MedianStoppingRule, asha_goes_on, asha_rungs,
+                     at_rung, best_by_epoch, best_reached, curve_bound, prune_warmup)
 from search_space import space
 from test_neural_net import SMALL
 from utils import best_result
@@ -207,3 +207,66 @@ def test_asha_options_and_their_env_twins_are_stored_in_the_trial_settings(monke
         with pytest.raises(SystemExit) as exit_:
             hyperopt_optimize.parse_args(args)
         assert exit_.value.code == 2 and option in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_a_requeued_trial_keeps_no_say_with_the_partial_result_of_its_dead_run():
+    """A job requeued after its worker died is new again; what its dead run published does not count."""
+    from hyperopt import JOB_STATE_NEW
+
+    trials = Trials()
+    add_trial(trials, [0.5, 0.6], pruned=False)
+    add_trial(trials, [0.9, 0.9], status="running", state=JOB_STATE_NEW)  # requeued, not yet started again
+    me = add_trial(trials, [0.1], status="running", state=JOB_STATE_RUNNING)
+    assert at_rung(trials, 1, me) == [0.5]
+    assert best_reached(trials, me) == 0.6
+
+
+def test_best_by_epoch_reads_running_averages_as_vizier_does():
+    trials = Trials()
+    add_trial(trials, [0.1, 0.3, 0.2], pruned=False)
+    add_trial(trials, [0.2, 0.2, 0.5], pruned=False)
+    assert sorted(best_by_epoch(trials, 2)) == [0.2, 0.3]
+    assert sorted(best_by_epoch(trials, 3, running_average=True)) == pytest.approx([0.2, 0.3])
+
+
+def test_curve_bound_adds_a_shrinking_gain_per_remaining_doubling_of_epochs():
+    r = 2 ** -0.5
+    # Epoch 4 of 16: the best so far gained 0.1 over epochs 2-4, 0.2 over 1-2; two doublings left.
+    assert curve_bound([0.2, 0.4, 0.45, 0.5], 16) == pytest.approx(0.5 + 0.1 * (r + r * r))
+    assert curve_bound([0.2, 0.4, 0.45, 0.5], 16, slowdown=1) == pytest.approx(0.5 + 0.1 * 2)
+    assert curve_bound([0.2, 0.5, 0.45, 0.4], 16) == pytest.approx(0.5)  # the best so far, not the last epoch
+    assert curve_bound([0.1, 0.12, 0.3, 0.5], 16) is None  # speeding up (0.38 after 0.02): a slow starter
+    assert curve_bound([0.2, 0.4], 16) is None  # before the warm-up: one doubling, nothing to compare it with
+    assert curve_bound([0.2, 0.4, 0.5, 0.55], 4) == pytest.approx(0.55)  # no epochs left
+
+
+def test_curve_rule_stops_a_trial_whose_projection_cannot_reach_the_best_any_trial_reached():
+    trials = Trials()
+    add_trial(trials, [0.3, 0.5, 0.6, 0.62], pruned=False)
+    add_trial(trials, [0.1, 0.2, 0.66], status="running", state=JOB_STATE_RUNNING)  # in flight: 0.66 counts
+    add_trial(trials, [0.95], status=STATUS_FAIL)
+    me = add_trial(trials, [], status="running", state=JOB_STATE_RUNNING)
+    rule = CurveRule(trials, epochs_budget=16, this_tid=me)
+    # Epoch 3: gains 0.1 (epochs 2-3) after 0.2 (1-2): bound 0.5 + 0.1 * (r + r**2 + r**3 * ...) < 0.66.
+    assert feed(rule, [0.2, 0.4, 0.5, 0.9]) == 3 == rule.pruned_at_epoch
+    assert rule.partial_result() == {"status": "running", "history": {METRIC: [0.2, 0.4, 0.5]}}
+    rule = CurveRule(trials, epochs_budget=16, this_tid=me)
+    assert feed(rule, [0.2, 0.25, 0.45, 0.5]) == 4 and rule.pruned_at_epoch is None  # speeding up at epoch 3
+    rule = CurveRule(trials, epochs_budget=3, this_tid=me)
+    assert feed(rule, [0.1, 0.2, 0.25]) == 3 and rule.pruned_at_epoch is None  # the last epoch: stopping saves nothing
+    alone = Trials()
+    rule = CurveRule(alone, epochs_budget=16, this_tid=add_trial(alone, [], status="running", state=JOB_STATE_RUNNING))
+    assert feed(rule, [0.1, 0.2, 0.25, 0.3]) == 4 and rule.pruned_at_epoch is None  # nothing to beat yet
+
+
+def test_the_curve_rule_is_an_option_and_its_env_twin(monkeypatch):
+    import hyperopt_optimize
+    from pruning import stopping_rules
+    from settings import settings_from
+
+    assert settings_from(hyperopt_optimize.parse_args(["--prune", "curve"]))["prune"] == "curve"
+    monkeypatch.setenv("HKS_PRUNE", "curve")
+    settings = settings_from(hyperopt_optimize.parse_args([]))
+    assert settings["prune"] == "curve"
+    (rule,) = stopping_rules(settings, Trials(), this_tid=7)
+    assert isinstance(rule, CurveRule) and (rule.epochs_budget, rule.this_tid) == (settings["epochs"], 7)
