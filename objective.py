@@ -15,9 +15,11 @@ import keras
 from hyperopt.mongoexp import MongoCtrl
 from hyperopt.pyll import rec_eval
 
+from data import DataError, load_split
 from lost_workers import STALE_AFTER_S, Heartbeat
 from neural_net import build_and_train
 from pruning import stopping_rules
+from settings import DEFAULT_SETTINGS
 
 
 class PublishProgress(keras.callbacks.Callback):
@@ -37,12 +39,25 @@ def partial_result_of(rules):
     return publishers[0] if publishers else None
 
 
+def validation_size(settings):
+    """How many images the trial selects on (what --prune auto chooses by); the split is cached, so the
+    training reads it from memory. None where it cannot be read: the training then fails with the reason."""
+    settings = {**DEFAULT_SETTINGS, **settings}
+    try:
+        split = load_split(settings["dataset"], settings["data_dir"], settings["validation"],
+                           settings["train_subset"])
+    except DataError:
+        return None
+    return len(split.x_val)
+
+
 def trial_callbacks(settings, ctrl):
     """The trial's stopping rule, then its checkpoint after each epoch: on a MongoDB worker the heartbeat
     (last: a context manager too, see _objective), whose epoch beats carry the rule's partial result;
     locally, the partial result alone, if the rule has one. After the rules, so that an epoch's
     checkpoint carries what they recorded at that epoch."""
-    callbacks = stopping_rules(settings, ctrl.trials, ctrl.current_trial["tid"])
+    size = validation_size(settings) if settings.get("prune") == "auto" else None
+    callbacks = stopping_rules(settings, ctrl.trials, ctrl.current_trial["tid"], size)
     partial_result = partial_result_of(callbacks)
     if isinstance(ctrl, MongoCtrl):
         callbacks.append(Heartbeat(ctrl, partial_result=partial_result,  # waits through outages that long

@@ -8,6 +8,7 @@ hyperopt's ctrl.trials, so on MongoDB workers they see what every worker recorde
             trials that ran to the end, at the same epoch
     asha    AshaRule: asynchronous successive halving; at rungs of min_epochs * eta**k epochs, only
             the top 1/eta of the trials that reached the rung (finished, pruned or running) go on
+    auto    curve where the trials select on 2,000 validation images or more, median otherwise
     curve   CurveRule: project the trial's learning curve to the budget, each further doubling of
             epochs gaining at most 1/sqrt(2) of the one before; stop it once that cannot reach
             the best accuracy any trial reached (finished, pruned or running)
@@ -248,9 +249,25 @@ class CurveRule(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def stopping_rules(settings, trials, this_tid=None):
-    """The callbacks of the stopping rule that settings[\"prune\"] names, judging against `trials`."""
-    prune = settings.get("prune", "none")
+# --prune auto projects learning curves (curve) only where the validation accuracy is precise enough for
+# their bends to be real: from 2,000 images its standard error is at most 0.011 (0.5 / sqrt(2000)), below
+# the gains per doubling of epochs the projection extends. On fewer, epoch-to-epoch noise looks like a
+# bend (bench/README.md: 600 images, 0.02), and the median rule, which needs no projection, judges.
+AUTO_MIN_VALIDATION = 2000
+
+
+def chosen_rule(prune, validation_size):
+    """The rule --prune names; for auto, curve where the trials select on AUTO_MIN_VALIDATION images or
+    more, median where on fewer or where the number is unknown."""
+    if prune != "auto":
+        return prune
+    return "curve" if (validation_size or 0) >= AUTO_MIN_VALIDATION else "median"
+
+
+def stopping_rules(settings, trials, this_tid=None, validation_size=None):
+    """The callbacks of the stopping rule that settings[\"prune\"] names, judging against `trials`;
+    validation_size: the images the trial selects on (what auto chooses by)."""
+    prune = chosen_rule(settings.get("prune", "none"), validation_size)
     if prune == "median":
         return [MedianStoppingRule(trials, settings["epochs"])]
     if prune == "asha":

@@ -21,12 +21,11 @@ DEFAULT_SETTINGS = dict(
     verbose=2,  # Keras fit verbosity: one line per epoch
     tensorboard=False,  # per-epoch scalars to TensorBoard/<model_name>/; off: a search would make hundreds of runs
     precision="auto",  # a Keras dtype policy, or auto (device.choose_precision)
-    prune="median",  # the stopping rule (pruning.py); curve saves more on long searches, but loses the
-    # best model on short noisy ones, where median keeps it more often (bench/README.md)
+    prune="auto",  # the stopping rule (pruning.py): curve on 2,000 validation images or more, else median
     prune_eta=3,  # asha: 1/eta of the trials at a rung go on; rungs every eta-fold of epochs
     prune_min_epochs=1,  # asha: the first rung, in epochs
 )
-PRUNE_RULES = ["asha", "curve", "median", "none"]
+PRUNE_RULES = ["auto", "asha", "curve", "median", "none"]
 
 
 def positive_int(text):
@@ -111,8 +110,11 @@ def add_pruning_options(p):
     """The stopping rule of the search (only the search prunes: train.py trains its one model to the end)."""
     env = os.environ.get
     p.add_argument("--prune", type=prune_rule, choices=PRUNE_RULES, default=env("HKS_PRUNE", DEFAULT_SETTINGS["prune"]),
-                   help="asha: asynchronous successive halving: at rungs of --prune-min-epochs x --prune-eta**k "
-                        "epochs, only the top 1/eta of the trials that reached the rung go on; curve: stop a "
+                   help="auto: curve where trials select on 2,000 validation images or more (the "
+                        "default split has 5,000), median on fewer, where epoch-to-epoch noise would pass for "
+                        "a bending curve; asha: asynchronous successive halving: at rungs of "
+                        "--prune-min-epochs x --prune-eta**k epochs, only the top 1/eta of the trials that reached "
+                        "the rung go on; curve: stop a "
                         "trial once its learning curve, each doubling of epochs gaining at most 1/sqrt(2) of "
                         "the one before, cannot reach the best accuracy any trial reached; median: stop a "
                         "trial after its warm-up once its best validation accuracy is below the median of the "

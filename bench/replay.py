@@ -35,10 +35,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from pruning import (METRIC, PRUNE_MIN_TRIALS, CurveRule, MedianStoppingRule,  # noqa: E402
-                     prune_warmup, stopping_rules)
+                     chosen_rule, prune_warmup, stopping_rules)
 from settings import DEFAULT_SETTINGS  # noqa: E402
 
 KERAS2_METRIC = "val_fine_outputs_acc"  # the classic repo's results (Keras 2 names)
+CLASSIC_VALIDATION = 10000  # the classic repo selected its models on the CIFAR-100 test set
 HYPERBAND_NAMES = 20
 
 
@@ -55,9 +56,17 @@ def curve_of(result):
     return [float(a) for a in curve] if curve else None
 
 
+def validation_size(results):
+    """The images the search selected its models on, as its results recorded it (the fewest, if they
+    differ); the classic repo's results (Keras 2 history names) selected on the 10,000 test images."""
+    sizes = [r.get("validation_size") if isinstance(r.get("validation_size"), int) else
+             CLASSIC_VALIDATION if KERAS2_METRIC in (r.get("history") or {}) else None for r in results]
+    return None if None in sizes else min(sizes)
+
+
 def load_search(results_dir, trials_file=None):
     """The learning curves of a finished search in its order: (file names, curves, how the order
-    was found)."""
+    was found, the images its models were selected on)."""
     if not os.path.isdir(results_dir):
         raise ReplayError(f"no folder {results_dir}: give the results folder of a finished search")
     found = {}
@@ -94,7 +103,7 @@ def load_search(results_dir, trials_file=None):
         order = "the result files' trial ids"
     else:
         order = "file names (no trials file, no trial ids)"
-    return names, [found[n][1] for n in names], order
+    return names, [found[n][1] for n in names], order, validation_size([found[n][0] for n in names])
 
 
 # --- Replaying one order -------------------------------------------------------------------------
@@ -176,16 +185,17 @@ def our_rule(prune, budget, **settings):
     return lambda trials, tid: stopping_rules(settings, trials, tid)
 
 
-def rules_for(budget):
+def rules_for(budget, validation=None):
     """name -> (replay(curves, k): epochs run per trial, under study name k for Optuna's Hyperband;
-    whether it is the search's default). Ours at their defaults, a few other settings of them, and
+    whether it is the search's default, for a search selecting on `validation` images). Ours at
+    their defaults, a few other settings of them, and
     Optuna's pruners at the same settings as ours."""
     import optuna
 
     pruners = optuna.pruners
     eta, first = DEFAULT_SETTINGS["prune_eta"], DEFAULT_SETTINGS["prune_min_epochs"]
     warmup, tenth = prune_warmup(budget), max(1, budget // 10)
-    default = DEFAULT_SETTINGS["prune"]
+    default = chosen_rule(DEFAULT_SETTINGS["prune"], validation)
 
     def ours(make_rules):
         return lambda curves, k: replay_ours(curves, make_rules)
@@ -227,11 +237,11 @@ def outcome(curves, ran):
     return sum(n for _, n in done), max(max(c[:n]) for c, n in done)
 
 
-def replay_all(curves, orders=200, seed=0, rules=None):
+def replay_all(curves, orders=200, seed=0, rules=None, validation=None):
     """The figures of every rule: the search's order, then `orders` random orders (seeded)."""
     budget = max(len(c) for c in curves)
     total, best = sum(len(c) for c in curves), max(max(c) for c in curves)
-    rules = rules or rules_for(budget)
+    rules = rules or rules_for(budget, validation)
     rng = np.random.default_rng(seed)
     shuffles = [rng.permutation(len(curves)) for _ in range(orders)]
     rows = []
@@ -251,10 +261,13 @@ def replay_all(curves, orders=200, seed=0, rules=None):
     return {"trials": len(curves), "epochs": total, "best": best, "rules": rows}
 
 
-def table(figures, orders, order):
+def table(figures, orders, order, validation=None):
     """The printed table."""
+    chosen = chosen_rule(DEFAULT_SETTINGS["prune"], validation)
+    selected = f"{validation:,} validation images" if validation else "validation images not recorded"
     lines = [f"{figures['trials']} trials, {figures['epochs']} epochs, best validation accuracy "
-             f"{figures['best']:.4f}; search order: {order}; {orders} random orders.",
+             f"{figures['best']:.4f}; search order: {order}; {orders} random orders; {selected}: "
+             f"--prune {DEFAULT_SETTINGS['prune']} is {chosen} here.",
              "saved: share of the epochs not trained; regret: best of all trials minus best found; "
              "best kept: share of the random orders that keep the best model."]
     width = max(len(r["rule"]) for r in figures["rules"]) + 2
@@ -291,11 +304,11 @@ def main(argv=None):
     if args.orders < 1:
         p.error("--orders must be 1 or more")
     try:
-        _, curves, order = load_search(args.results_dir, args.trials_file)
+        _, curves, order, validation = load_search(args.results_dir, args.trials_file)
     except ReplayError as e:
         sys.exit(f"error: {e}")
-    figures = rounded(replay_all(curves, args.orders, args.seed))
-    print(table(figures, args.orders, order))
+    figures = rounded(replay_all(curves, args.orders, args.seed, validation=validation))
+    print(table(figures, args.orders, order, validation))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(figures, f, indent=1)

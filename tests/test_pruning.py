@@ -270,3 +270,20 @@ def test_the_curve_rule_is_an_option_and_its_env_twin(monkeypatch):
     assert settings["prune"] == "curve"
     (rule,) = stopping_rules(settings, Trials(), this_tid=7)
     assert isinstance(rule, CurveRule) and (rule.epochs_budget, rule.this_tid) == (settings["epochs"], 7)
+
+
+@pytest.mark.parametrize("test_per_class, rule", [(19, MedianStoppingRule), (20, CurveRule)])
+def test_auto_is_the_curve_rule_from_2000_validation_images_and_median_below(tmp_path, test_per_class, rule):
+    """The default, --prune auto, judges by what the trial selects on: here the test set, 100 classes."""
+    from hyperopt.base import Ctrl
+
+    from objective import trial_callbacks
+    from settings import DEFAULT_SETTINGS
+
+    write_cifar100_archive(tmp_path / "ml_req", train_per_class=1, test_per_class=test_per_class)
+    settings = dict(DEFAULT_SETTINGS, data_dir=str(tmp_path / "ml_req"), validation="test", epochs=10)
+    assert settings["prune"] == "auto"
+    trials = Trials()
+    me = add_trial(trials, [], status="running", state=JOB_STATE_RUNNING)
+    callbacks = trial_callbacks(settings, Ctrl(trials, current_trial={"tid": me}))
+    assert [type(c) for c in callbacks][:1] == [rule]

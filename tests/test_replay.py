@@ -43,10 +43,12 @@ def search(tmp_path):
 
 
 def test_load_search_reads_both_key_styles_in_the_trials_files_order(search):
-    names, curves, order = replay.load_search(str(search / "results"), str(search / "results.pkl"))
+    names, curves, order, validation = replay.load_search(str(search / "results"),
+                                                          str(search / "results.pkl"))
     assert curves == [CURVES[n] for n in "ABCD"] and order.startswith("the tids of")
+    assert validation is None  # C and D recorded no validation_size (A and B: the classic 10,000)
     assert names == [f"{FILE[n]}.txt.json" for n in "ABCD"]  # the failed trial's file has no curve
-    names, curves, order = replay.load_search(str(search / "results"))
+    names, curves, order, _ = replay.load_search(str(search / "results"))
     assert curves == [CURVES[n] for n in "CDBA"]  # no tids: a stable order
     assert order.startswith("file names")
 
@@ -92,9 +94,23 @@ def test_replay_figures_worked_out_by_hand(search, tmp_path, capsys):
                          ("optuna MedianPruner(5, 2)", "median")):
         assert [rows[theirs][f] for f in fields] == [rows[ours][f] for f in fields]
     assert "optuna HyperbandPruner(1, 4, 3)" in rows
-    assert [r["rule"] for r in figures["rules"] if r["default"]] == ["median"]  # --prune's default
+    # --prune auto: median, as the number of validation images is not known for C and D
+    assert [r["rule"] for r in figures["rules"] if r["default"]] == ["median"]
     out = capsys.readouterr().out
     assert "4 trials, 16 epochs, best validation accuracy 0.7500; search order: the tids of" in out
+    assert "validation images not recorded: --prune auto is median here." in out
+
+
+@pytest.mark.parametrize("size, chosen", [(1999, "median"), (2000, "curve")])
+def test_the_default_row_is_the_rule_auto_chooses_for_the_searchs_validation_images(
+        search, tmp_path, capsys, size, chosen):
+    for name in "CD":  # this project's results record how many images selected them
+        path = search / "results" / f"{FILE[name]}.txt.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "validation_size": size}))
+    assert replay.main([str(search / "results"), "--orders", "1", "--json", str(tmp_path / "o.json")]) == 0
+    figures = json.loads((tmp_path / "o.json").read_text())
+    assert [r["rule"] for r in figures["rules"] if r["default"]] == [chosen]
+    assert f"{size:,} validation images: --prune auto is {chosen} here." in capsys.readouterr().out
 
 
 def test_a_folder_without_curves_is_one_line_that_says_what_to_give(tmp_path):
