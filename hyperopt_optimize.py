@@ -365,4 +365,8 @@ def run_mongo_search(args):
 
 if __name__ == "__main__":
     sys.stdout.reconfigure(line_buffering=True)  # progress shows up in piped logs as it happens
-    sys.exit(run_search(parse_args()))
+    status = run_search(parse_args())
+    # The search is over: a Ctrl-C during the interpreter's exit (Python then restores the default
+    # handler, which kills the process with SIGINT) must not turn its exit status into a signal's.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(status)

@@ -23,7 +23,7 @@ import tempfile
 import time
 
 from search_space import SPACE, Choice, Range
-from utils import remove_stale_temporaries, warn
+from utils import TEMPORARY_PREFIX, remove_stale_temporaries, warn
 
 DEFAULT_DIR = os.path.join("TensorBoard", "trials")
 EXPERIMENT_FILE = "events.out.tfevents.hks-experiment"
@@ -122,7 +122,9 @@ class Writer:
     def write_file(self, folder, name, events):
         """events (Event protos) to folder/name, through a temporary file whose name TensorBoard skips."""
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".part")  # no "tfevents" in it
+        # Named as utils.atomic_file names its temporaries, so that remove_stale_temporaries knows them;
+        # without "tfevents" in the name, which TensorBoard would read.
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMPORARY_PREFIX, suffix="_part")
         try:
             with os.fdopen(fd, "wb") as f:
                 first = self.event_pb2.Event(wall_time=events[0].wall_time, file_version="brain.Event:2")

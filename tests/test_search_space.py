@@ -18,7 +18,7 @@ def test_every_point_the_search_draws_and_the_named_ones_are_in_range():
 @pytest.mark.parametrize("bad, named", [
     ([1, 2], "not list"), ("demo", "not str"), (None, "not NoneType"),
     ({k: v for k, v in DEMO_SPACE.items() if k != "activation"}, "lacks activation"),
-    (dict(DEMO_SPACE, extra=1), "unknown extra"),
+    (dict(DEMO_SPACE, extra=1), 'unknown "extra"'),
     (dict(DEMO_SPACE, batch_size=0), "'batch_size' is 0: the search draws a number from 100 to 700"),
     (dict(DEMO_SPACE, batch_size="320"), "'batch_size' is \"320\""),
     (dict(DEMO_SPACE, lr_rate_mult=-1), "'lr_rate_mult' is -1"),

@@ -243,7 +243,7 @@ def test_rerun_adds_new_trials_completes_killed_writes_and_rewrites_nothing(tmp_
     [half] = [name for name, result in everything.items() if result.get("trial_id") == 1]
     assert write() == (2, 2)
     os.remove(tmp_path / "tb" / half / tensorboard_runs.TRIAL_FILE)
-    stale = tmp_path / "tb" / half / "validation" / ".tmp_killed.part"
+    stale = tmp_path / "tb" / half / "validation" / ".tmp_hks_killed00_part"  # as the writer names them
     stale.write_bytes(b"half a record")
     os.utime(stale, (time.time() - 3600, time.time() - 3600))
 
