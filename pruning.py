@@ -94,6 +94,11 @@ class MedianStoppingRule(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def running_result(accuracy):
+    """The partial result a running trial publishes: its validation accuracies so far, status running."""
+    return {"status": STATUS_RUNNING, "history": {METRIC: list(accuracy)}}
+
+
 def asha_rungs(epochs_budget, min_epochs=1, eta=3):
     """The rung epochs min_epochs * eta**k, k = 0, 1, ..., below the budget (a stop at the last epoch saves nothing)."""
     rungs, epoch = [], min_epochs
@@ -149,8 +154,8 @@ class AshaRule(keras.callbacks.Callback):
         self.accuracy, self.pruned_at_epoch = [], None
 
     def partial_result(self):
-        """What the running trial publishes (objective.py checkpoints it each epoch): its accuracies so far."""
-        return {"status": STATUS_RUNNING, "history": {METRIC: list(self.accuracy)}}
+        """What the running trial publishes (objective.py checkpoints it each epoch)."""
+        return running_result(self.accuracy)
 
     def on_epoch_end(self, epoch, logs=None):
         self.accuracy.append(float(logs[METRIC]))
@@ -227,7 +232,7 @@ class CurveRule(keras.callbacks.Callback):
 
     def partial_result(self):
         """What the running trial publishes (objective.py checkpoints it each epoch)."""
-        return {"status": STATUS_RUNNING, "history": {METRIC: list(self.accuracy)}}
+        return running_result(self.accuracy)
 
     def on_epoch_end(self, epoch, logs=None):
         self.accuracy.append(float(logs[METRIC]))
