@@ -129,3 +129,41 @@ def write_classic_search(folder, n_trials, seed=0):
     with open(os.path.join(folder, "results.pkl"), "wb") as f:
         pickle.dump(trials, f)
     return min((t["result"] for t in trials.trials), key=lambda r: r["loss"])["model_name"]
+
+
+def new_jobs(jobs, exp_key, tids):
+    """Queued MongoDB jobs of the experiment, as a driver inserts them (no hyperspace: spec None)."""
+    from hyperopt.base import JOB_STATE_NEW
+
+    jobs.insert_many([{"exp_key": exp_key, "tid": tid, "state": JOB_STATE_NEW, "version": 0, "owner": None,
+                       "misc": {"tid": tid, "idxs": {}, "vals": {}, "cmd": None}, "spec": None,
+                       "result": {"status": "new"}} for tid in tids])
+
+
+def reserved_workers(mongo_url, exp_key, settings, names=("w:1", "w:2")):
+    """One (ctrl, callbacks, model) per worker name: its own view of the experiment (as hyperopt's
+    workers build them), a trial reserved, and the callbacks objective.py gives it, training begun."""
+    from hyperopt.mongoexp import MongoCtrl, MongoTrials
+
+    from objective import trial_callbacks
+
+    workers = []
+    for name in names:
+        view = MongoTrials(mongo_url, exp_key=exp_key, refresh=False)
+        ctrl = MongoCtrl(view, view.handle.reserve([name], exp_key=exp_key), read_only=False)
+        callbacks, model = trial_callbacks(settings, ctrl), type("Model", (), {"stop_training": False})()
+        for callback in callbacks:
+            callback.set_model(model)
+            callback.on_train_begin()
+        workers.append((ctrl, callbacks, model))
+    return workers
+
+
+def end_epoch(worker, epoch, accuracy):
+    """Feed a reserved worker's callbacks the end of an epoch, as Keras would; whether it stops."""
+    from pruning import METRIC
+
+    ctrl, callbacks, model = worker
+    for callback in callbacks:
+        callback.on_epoch_end(epoch, {METRIC: accuracy})
+    return model.stop_training

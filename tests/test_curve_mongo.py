@@ -7,23 +7,17 @@ from hyperopt.base import JOB_STATE_NEW, JOB_STATE_RUNNING
 
 import lost_workers
 import mongo_compat
-from conftest import write_cifar100_archive
+from conftest import end_epoch, new_jobs, reserved_workers, write_cifar100_archive
 from pruning import METRIC, at_rung, best_reached, curve_bound
 from test_mongo import (EXP, check_every_trial_done_once, driver, finish, jobs,  # noqa: F401
                         mongo_url, output, processes, worker)
-
-
-def new_jobs(jobs, tids):
-    jobs.insert_many([{"exp_key": EXP, "tid": tid, "state": JOB_STATE_NEW, "version": 0,
-                       "owner": None, "misc": {"tid": tid, "idxs": {}, "vals": {}, "cmd": None},
-                       "spec": None, "result": {"status": "new"}} for tid in tids])
 
 
 def test_a_requeued_trial_loses_the_partial_result_of_its_dead_run(mongo_url, jobs):
     from hyperopt.mongoexp import MongoTrials
 
     mongo_compat.install()
-    new_jobs(jobs, (0, 1))
+    new_jobs(jobs, EXP, (0, 1))
     view = MongoTrials(mongo_url, exp_key=EXP, refresh=False)
     dead = view.handle.reserve(["w:1"], exp_key=EXP)
     partial = {"status": "running", "history": {METRIC: [0.9, 0.9]}}  # published, then it died
@@ -42,40 +36,19 @@ def test_curve_on_a_worker_stops_a_trial_behind_another_workers_trial_in_flight(
     """Two workers, each with its own view of the experiment and a trial reserved, their callbacks
     those of objective.py: the first publishes its accuracies with its heartbeat; the second, whose
     curve projects below them, stops."""
-    from hyperopt.mongoexp import MongoCtrl, MongoTrials
-
-    from objective import trial_callbacks
-
     mongo_compat.install()
-    new_jobs(jobs, (0, 1))
+    new_jobs(jobs, EXP, (0, 1))
     settings = {"prune": "curve", "epochs": 8}
-    workers = []
-    for name in ("w:1", "w:2"):
-        view = MongoTrials(mongo_url, exp_key=EXP, refresh=False)
-        ctrl = MongoCtrl(view, view.handle.reserve([name], exp_key=EXP), read_only=False)
-        callbacks = trial_callbacks(settings, ctrl)
-        model = type("Model", (), {"stop_training": False})()
-        for callback in callbacks:
-            callback.set_model(model)
-            callback.on_train_begin()
-        workers.append((ctrl, callbacks, model))
-
-    def epoch_end(worker, epoch, accuracy):
-        ctrl, callbacks, model = worker
-        for callback in callbacks:
-            callback.on_epoch_end(epoch, {METRIC: accuracy})
-        return model.stop_training
-
-    first, second = workers
+    first, second = reserved_workers(mongo_url, EXP, settings)
     for epoch, accuracy in enumerate([0.3, 0.5, 0.6]):  # nothing to beat yet: goes on
-        assert epoch_end(first, epoch, accuracy) is False
+        assert end_epoch(first, epoch, accuracy) is False
     doc = jobs.find_one({"tid": first[0].current_trial["tid"]})
     published = {"status": "running", "history": {METRIC: [0.3, 0.5, 0.6]}}
     assert (doc["state"], doc["result"]) == (JOB_STATE_RUNNING, published)
-    stops = [epoch_end(second, epoch, a) for epoch, a in enumerate([0.2, 0.3, 0.35])]
+    stops = [end_epoch(second, epoch, a) for epoch, a in enumerate([0.2, 0.3, 0.35])]
     assert stops == [False, False, True]  # epoch 3: projects to 0.397, below the other's 0.6
     assert second[1][0].pruned_at_epoch == 3 and curve_bound([0.2, 0.3, 0.35], 8) < 0.6
-    assert epoch_end(first, 3, 0.65) is False
+    assert end_epoch(first, 3, 0.65) is False
 
 
 @pytest.mark.slow

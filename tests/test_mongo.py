@@ -25,7 +25,7 @@ from hyperopt.base import JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW, JOB_ST
 import mongo_compat
 import lost_workers
 import mongo_search
-from conftest import ROOT, write_cifar100_archive
+from conftest import ROOT, end_epoch, new_jobs, reserved_workers, write_cifar100_archive
 from mongo_standin import MongoStandin
 
 REAL_MONGO = os.environ.get("HKS_TEST_MONGO_URL")
@@ -430,35 +430,16 @@ def test_asha_on_a_worker_stops_a_trial_behind_another_workers_trial_in_flight(m
     """Two workers, each with its own view of the experiment (as hyperopt's workers build them) and a trial
     reserved: the first publishes its accuracy at rung 1 with its heartbeat; the second, behind it at
     that rung, stops there. Their callbacks are those of objective.py, fed epochs as Keras would."""
-    from hyperopt.mongoexp import MongoCtrl, MongoTrials
+    from hyperopt.mongoexp import MongoTrials
 
-    from objective import trial_callbacks
     from pruning import METRIC
     from utils import best_result
 
     mongo_compat.install()
-    jobs.insert_many([{"exp_key": EXP, "tid": tid, "state": JOB_STATE_NEW, "version": 0, "owner": None,
-                       "misc": {"tid": tid, "idxs": {}, "vals": {}, "cmd": None}, "spec": None,
-                       "result": {"status": "new"}} for tid in (0, 1)])
+    new_jobs(jobs, EXP, (0, 1))
     settings = {"prune": "asha", "epochs": 4, "prune_eta": 2, "prune_min_epochs": 1}  # rungs 1, 2
-    workers = []
-    for name in ("w:1", "w:2"):
-        view = MongoTrials(mongo_url, exp_key=EXP, refresh=False)
-        ctrl = MongoCtrl(view, view.handle.reserve([name], exp_key=EXP), read_only=False)
-        callbacks, model = trial_callbacks(settings, ctrl), type("Model", (), {"stop_training": False})()
-        for callback in callbacks:
-            callback.set_model(model)
-            callback.on_train_begin()
-        workers.append((ctrl, callbacks, model))
-
-    def epoch_end(worker, epoch, accuracy):
-        ctrl, callbacks, model = worker
-        for callback in callbacks:
-            callback.on_epoch_end(epoch, {METRIC: accuracy})
-        return model.stop_training
-
-    first, second = workers
-    assert epoch_end(first, 0, 0.6) is False  # the first at rung 1: goes on
+    first, second = reserved_workers(mongo_url, EXP, settings)
+    assert end_epoch(first, 0, 0.6) is False  # the first at rung 1: goes on
     doc = jobs.find_one({"tid": first[0].current_trial["tid"]})
     assert (doc["state"], doc["result"]) == (JOB_STATE_RUNNING, {"status": "running", "history": {METRIC: [0.6]}})
     first[0].checkpoint()  # a heartbeat without a partial result stamps the job and keeps its result
@@ -466,10 +447,10 @@ def test_asha_on_a_worker_stops_a_trial_behind_another_workers_trial_in_flight(m
     driver_view = MongoTrials(mongo_url, exp_key=EXP)
     assert best_result(driver_view) is None and all("loss" not in t["result"] for t in driver_view.trials)
 
-    assert epoch_end(second, 0, 0.3) is True  # 0.3 against the other worker's 0.6 in flight: top 1 of 2 goes on
+    assert end_epoch(second, 0, 0.3) is True  # 0.3 against the other worker's 0.6 in flight: top 1 of 2 goes on
     rule = second[1][0]
     assert rule.pruned_at_epoch == 1
-    assert epoch_end(first, 1, 0.7) is False  # alone at rung 2
+    assert end_epoch(first, 1, 0.7) is False  # alone at rung 2
     assert jobs.find_one({"_id": doc["_id"]})["result"]["history"][METRIC] == [0.6, 0.7]
 
 
