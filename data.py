@@ -61,7 +61,8 @@ def _to_images(rows):
 
 
 def _labels(batch, member, key, count, source):
-    """The labels under key as int32, checked here: a label the model has no output for fails every trial later."""
+    """The labels under key as int32, checked here: a label the model has no output for fails every
+    trial later."""
     labels = np.asarray(batch[key], dtype=np.int64)
     if labels.ndim != 1 or len(labels) != len(batch["data"]):
         raise _malformed(source, f"{member} has {labels.size} {key} for {len(batch['data'])} images")
@@ -98,10 +99,12 @@ def _download(url, path, md5):
 
 
 class _ArchiveUnpickler(pickle.Unpickler):
-    """Unpickles CIFAR members and nothing else: a pickle may call any global, so a hostile archive could run code.
+    """Unpickles CIFAR members and nothing else: a pickle may call any global, so a hostile archive
+    could run code.
 
-    The official archives (Python 2 pickles) need numpy's array reconstruction only; archives re-pickled by
-    Python 3 with numpy 2 name numpy._core, and protocol 2 rebuilds bytes with _codecs.encode.
+    The official archives (Python 2 pickles) need numpy's array reconstruction only; archives
+    re-pickled by Python 3 with numpy 2 name numpy._core, and protocol 2 rebuilds bytes with
+    _codecs.encode.
     """
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
                ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
@@ -118,7 +121,8 @@ class _ArchiveUnpickler(pickle.Unpickler):
 
 
 def _read_members(dataset, data_dir, members):
-    """Unpickle the given archive members, from the archive or an extracted folder; also return the source."""
+    """Unpickle the given archive members, from the archive or an extracted folder; also return the
+    source."""
     archive, folder, *_, md5 = ARCHIVES[dataset]
     path = os.path.join(data_dir, archive)
     extracted = os.path.join(data_dir, folder)
@@ -211,7 +215,8 @@ def load_split(dataset="cifar100", data_dir="ml_req", validation="split", train_
     order = rng.permutation(len(ds.x_train))
     if validation == "split":
         n_val = min(VALIDATION_SIZE, len(order) // 10)
-        # Stratified: take the first n_val/classes images of each class present, in the shuffled order.
+        # Stratified: take the first n_val/classes images of each class present, in the shuffled
+        # order.
         labels = ds.y_train_fine[order]
         present = np.unique(labels)
         per_class = max(1, n_val // len(present))

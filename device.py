@@ -68,7 +68,8 @@ def supported_precisions(device=None):
 
 
 def choose_precision(name="auto", device=None):
-    """The Keras dtype policy for --precision NAME; auto picks the fastest one that trains as well."""
+    """The Keras dtype policy for --precision NAME; auto picks the fastest one that trains as
+    well."""
     if name != "auto":
         return name
     kind, _, detail = device or find_device()

@@ -20,9 +20,11 @@ import signal
 import sys
 import time
 
-if __name__ == "__main__":  # Ctrl-C while the libraries load: nothing started yet, stop without a traceback
+# Ctrl-C while the libraries load: nothing started yet, stop without a traceback
+if __name__ == "__main__":
     signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # before Keras loads TensorFlow: no start-up INFO lines
+# before Keras loads TensorFlow: no start-up INFO lines
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 import filelock  # noqa: E402
 import numpy as np  # noqa: E402
@@ -45,18 +47,22 @@ from settings import (TENSORBOARD_DIR, Settings, add_pruning_options, add_traini
 from utils import (UserError, check_writable, ctrl_c_stops, duration, load_trials,  # noqa: E402
                    raise_if_interrupted, remove_stale_temporaries, save_trials, trials_lock, warn)
 
-# The settings that give a local search's results their meaning, stored with its trials (in Trials.attachments):
-# a resume with other values would rank the trials of two searches together. The others (folders, --seed,
-# --precision, --tensorboard, verbosity, --max-evals) may change on resume.
+# The settings that give a local search's results their meaning, stored with its trials (in
+# Trials.attachments): a resume with other values would rank the trials of two searches together.
+# The others (folders, --seed, --precision, --tensorboard, verbosity, --max-evals) may change on
+# resume.
 SETTINGS = "hks_settings"
 TRIAL_MEANING = ("dataset", "validation", "epochs", "train_subset", "prune", "prune_eta", "prune_min_epochs")
-# Each local trial trains in a process of its own (trial_process.py): TensorFlow keeps ~100 MB of every model
-# trained in a process. False trains them in the driver's process (tests that patch the training use it).
+# Each local trial trains in a process of its own (trial_process.py): TensorFlow keeps ~100 MB of
+# every model trained in a process. False trains them in the driver's process (tests that patch the
+# training use it).
 TRIAL_PROCESS = True
-SAME_FAILURES_STOP = 3  # a run whose first trials all fail with one kind of error stops: its setup is wrong
+# a run whose first trials all fail with one kind of error stops: its setup is wrong
+SAME_FAILURES_STOP = 3
 
 def stale_after(text):
-    """--stale-after: seconds, at least MIN_STALE_AFTER_S (below, healthy trials would be requeued)."""
+    """--stale-after: seconds, at least MIN_STALE_AFTER_S (below, healthy trials would be
+    requeued)."""
     value = positive_float(text)
     if value < MIN_STALE_AFTER_S:
         raise argparse.ArgumentTypeError(
@@ -100,12 +106,14 @@ def print_best(trials, results_dir):
 
 
 def show_best(trials, settings, drawn):
-    """Print the best so far and redraw model_best.png when it changed; return the model_name now drawn."""
+    """Print the best so far and redraw model_best.png when it changed; return the model_name now
+    drawn."""
     best = best_result(trials)
     if best is None:
         return drawn
     print(f"Best so far: {describe(best)}", flush=True)
-    if best.get("model_name") != drawn and isinstance(best.get("space"), dict):  # other tools' results may lack them
+    # other tools' results may lack them
+    if best.get("model_name") != drawn and isinstance(best.get("space"), dict):
         path = os.path.join(settings.results_dir, "model_best.png")
         if draw_model_best(best["space"], path, settings.dataset):
             print(f"New best model: drew {path}")
@@ -113,7 +121,8 @@ def show_best(trials, settings, drawn):
 
 
 def draw_model_best(hype_space, path, dataset):
-    """try_draw_model, in a process of its own where the trials run in one: Keras builds the model to draw."""
+    """try_draw_model, in a process of its own where the trials run in one: Keras builds the model
+    to draw."""
     from trial import try_draw_model  # Keras loads here, in the driver, only without TRIAL_PROCESS
 
     if not TRIAL_PROCESS:
@@ -126,7 +135,8 @@ def draw_model_best(hype_space, path, dataset):
 
 
 def run_search(args):
-    """The search the options ask for: its exit status; what the user must fix is one line, exit 1."""
+    """The search the options ask for: its exit status; what the user must fix is one line, exit
+    1."""
     settings = Settings.from_args(args)
     try:
         if args.mongo:
@@ -138,7 +148,8 @@ def run_search(args):
 
 def run_local_search(args, settings):
     """The local search: its folders checked and its trials file locked first."""
-    # Before any training: the folders it writes to, then the trials file, which one driver at a time uses.
+    # Before any training: the folders it writes to, then the trials file, which one driver at a
+    # time uses.
     check_writable(settings.results_dir, "the search writes its result files there: free space or "
                                          "fix the folder, or pass --results-dir another folder")
     check_writable(os.path.dirname(args.trials_file), f"the search saves {args.trials_file} there: "
@@ -152,7 +163,8 @@ def run_local_search(args, settings):
     except filelock.Timeout:
         sys.exit(f"error: another search is running on {args.trials_file} (it holds {lock.lock_file}): wait for it "
                  f"to end or stop it; to run a second search beside it, pass it another --trials-file")
-    except OSError as e:  # filelock opens no symbolic link (it could truncate the file linked to), nor a folder
+    # filelock opens no symbolic link (it could truncate the file linked to), nor a folder
+    except OSError as e:
         kind = "a symbolic link" if os.path.islink(lock.lock_file) else f"not a lock file ({e.strerror or e})"
         sys.exit(f"error: {lock.lock_file} is {kind}: the search locks {args.trials_file} with that file; remove "
                  f"it, or pass another --trials-file")
@@ -165,18 +177,20 @@ def run_local_search(args, settings):
 
 
 def space_fingerprint():
-    """A short hash of search_space.SPACE (labels, kinds, ranges): a search resumes in the space it began in."""
+    """A short hash of search_space.SPACE (labels, kinds, ranges): a search resumes in the space it
+    began in."""
     return hashlib.sha256(repr(sorted(SPACE.items())).encode()).hexdigest()[:16]
 
 
 def search_settings(settings):
-    """What a local search stores with its trials: the settings of TRIAL_MEANING and the space's fingerprint."""
+    """What a local search stores with its trials: the settings of TRIAL_MEANING and the space's
+    fingerprint."""
     return {**{k: getattr(settings, k) for k in TRIAL_MEANING}, "space": space_fingerprint()}
 
 
 def stored_settings(trials):
-    """The search settings stored with the trials, or those its results recorded (trials of a version that did
-    not store them; the classic repo's record none: {})."""
+    """The search settings stored with the trials, or those its results recorded (trials of a
+    version that did not store them; the classic repo's record none: {})."""
     attachments = getattr(trials, "attachments", None) or {}
     if SETTINGS in attachments:
         return json.loads(attachments[SETTINGS])
@@ -188,7 +202,8 @@ def stored_settings(trials):
 
 
 def check_same_search_or_exit(trials, settings, trials_file):
-    """A resume keeps the settings that give the saved trials their meaning: one line naming what differs."""
+    """A resume keeps the settings that give the saved trials their meaning: one line naming what
+    differs."""
     stored, now = stored_settings(trials), search_settings(settings)
     changed = [k for k in now if k in stored and stored[k] != now[k]]
     if not changed:
@@ -201,7 +216,8 @@ def check_same_search_or_exit(trials, settings, trials_file):
 
 
 def clean_temporaries(*folders):
-    """Remove the temporary files that writes killed midway left behind (utils.atomic_file), saying so."""
+    """Remove the temporary files that writes killed midway left behind (utils.atomic_file), saying
+    so."""
     for folder in folders:
         removed = remove_stale_temporaries(folder)
         if removed:
@@ -210,8 +226,9 @@ def clean_temporaries(*folders):
 
 
 def write_missing_result(trials, trials_file, results_dir):
-    """The last saved trial's result file, written from results.pkl when a stop came between saving it and
-    writing the file (a kill, a full disk): every saved trial has its file, and every file is of a saved trial."""
+    """The last saved trial's result file, written from results.pkl when a stop came between saving
+    it and writing the file (a kill, a full disk): every saved trial has its file, and every file is
+    of a saved trial."""
     result = trials.trials[-1]["result"] if trials.trials else {}
     name = result.get("model_name")
     if "trial_id" not in result or not name or os.path.exists(result_path(results_dir, name)):
@@ -222,7 +239,8 @@ def write_missing_result(trials, trials_file, results_dir):
 
 
 def local_objective(settings):
-    """fmin's objective for the local search: the trial trains in a process of its own (trial_process.py)."""
+    """fmin's objective for the local search: the trial trains in a process of its own
+    (trial_process.py)."""
     def objective(expr, memo, ctrl):
         hype_space = rec_eval(expr, memo=memo)
         result = trial_process.train_in_process(hype_space, settings, ctrl.trials, ctrl.current_trial)
@@ -245,7 +263,8 @@ def _run_trials(args, settings):
                                            "or pass --trials-file")
     check_same_search_or_exit(trials, settings, args.trials_file)
     split = settings.load_split()
-    trials.attachments[SETTINGS] = json.dumps(search_settings(settings))  # saved with the next trial
+    # saved with the next trial
+    trials.attachments[SETTINGS] = json.dumps(search_settings(settings))
     raise_if_interrupted()
     found = len(trials.trials)
     todo = "until Ctrl-C" if args.max_evals is None else max(0, args.max_evals - found)
@@ -253,8 +272,8 @@ def _run_trials(args, settings):
           f"({settings.validation}), {settings.epochs} epochs per trial.")
     print(f"Found {found} saved trials in {args.trials_file}; {todo} more will run.", flush=True)
 
-    # Each trial is saved to results.pkl first, then its result file is written: a stop in between leaves a
-    # trial without its file, written on resume, never a file of a trial that runs again.
+    # Each trial is saved to results.pkl first, then its result file is written: a stop in between
+    # leaves a trial without its file, written on resume, never a file of a trial that runs again.
     objective = local_objective(settings) if TRIAL_PROCESS else make_objective(settings)
     saved = found
     n = found
@@ -268,9 +287,11 @@ def _run_trials(args, settings):
             n = len(trials.trials) + 1
             print(f"\n=== Trial {n}" + (f" of {args.max_evals}" if args.max_evals else "") + " ===", flush=True)
             start = time.time()
-            with contextlib.suppress(AllTrialsFailed):  # fmin's return value raises while every trial failed
+            # fmin's return value raises while every trial failed
+            with contextlib.suppress(AllTrialsFailed):
                 fmin(objective, space, algo=tpe.suggest, trials=trials, max_evals=n, show_progressbar=False,
-                     rstate=np.random.default_rng([settings.seed, n]))  # a new stream per trial, also when resumed
+                     # a new stream per trial, also when resumed
+                     rstate=np.random.default_rng([settings.seed, n]))
             save_trials(trials, args.trials_file)
             saved = len(trials.trials)
             result = trials.trials[-1]["result"]
@@ -316,11 +337,12 @@ def what_is_saved(saved, n, trials_file, results_dir):
 def run_mongo_search(args, settings):
     """The same search on hyperopt's MongoTrials: TPE queues trials in MongoDB, workers train them.
 
-    Through a MongoDB outage of --stale-after at most, the driver waits and goes on; past it, one line and
-    exit status 1 (the experiment stays in MongoDB: the same command resumes it)."""
+    Through a MongoDB outage of --stale-after at most, the driver waits and goes on; past it, one
+    line and exit status 1 (the experiment stays in MongoDB: the same command resumes it)."""
     # --max-evals is the experiment's total, however many drivers queue its trials
     trials = mongo_search.connect_or_exit(args.mongo, args.exp_key, max_evals=args.max_evals)
-    mongo_search.store_settings_or_exit(trials, settings.as_dict(), args.exp_key)  # workers read them
+    # workers read them
+    mongo_search.store_settings_or_exit(trials, settings.as_dict(), args.exp_key)
     found = len(trials.trials)
     todo = "until Ctrl-C" if args.max_evals is None else max(0, args.max_evals - found)
     print(f"Experiment {args.exp_key!r} at {mongo_search.shown(args.mongo)}: {settings.dataset}, "
@@ -333,13 +355,15 @@ def run_mongo_search(args, settings):
     drawn = [None]  # the model_name of the best model drawn to model_best.png
 
     def after_each_poll(trials, *_):
-        """hyperopt calls its early_stop_fn after each look at MongoDB (every second): report, requeue."""
+        """hyperopt calls its early_stop_fn after each look at MongoDB (every second): report,
+        requeue."""
         requeue_lost(trials)
         for t in trials.trials:
             if t["state"] == JOB_STATE_DONE and t["tid"] not in reported:
                 reported.add(t["tid"])
                 print(f"Trial {t['tid']} done ({len(reported)} in all): {describe(t['result'])}")
-                tensorboard_runs.add_trial(t["result"], settings)  # with --tensorboard: its HParams run
+                # with --tensorboard: its HParams run
+                tensorboard_runs.add_trial(t["result"], settings)
                 drawn[0] = show_best(trials, settings, drawn[0])
         return False, []  # never stops the search
 
@@ -350,9 +374,11 @@ def run_mongo_search(args, settings):
             with contextlib.suppress(AllTrialsFailed):  # fmin looks up the best trial as it returns
                 fmin(make_objective(), space, algo=tpe.suggest, trials=trials,
                      max_evals=args.max_evals or sys.maxsize, show_progressbar=False, return_argmin=False,
-                     rstate=np.random.default_rng([settings.seed, len(trials.trials)]),  # each (re)start: new points
+                     # each (re)start: new points
+                     rstate=np.random.default_rng([settings.seed, len(trials.trials)]),
                      early_stop_fn=after_each_poll)
-            if not requeue_lost(trials):  # a trial whose worker stopped as fmin returned: wait for it too
+            # a trial whose worker stopped as fmin returned: wait for it too
+            if not requeue_lost(trials):
                 break
         trials.refresh()
 

@@ -32,9 +32,10 @@ def conv(x, filters, kernel_size, hype_space, strides=1, activation=None):
 
 
 def bn(x):
-    # momentum 0.9, not Keras' 0.99: search trials are short, and with 0.99 the moving statistics still
-    # lag the weights after a few hundred steps, so evaluation scores a different network than was trained
-    # (classic best, 10,000 images, epoch 3: validation accuracy 0.047 with 0.99, 0.220 with 0.9).
+    # momentum 0.9, not Keras' 0.99: search trials are short, and with 0.99 the moving statistics
+    # still lag the weights after a few hundred steps, so evaluation scores a different network than
+    # was trained (classic best, 10,000 images, epoch 3: validation accuracy 0.047 with 0.99, 0.220
+    # with 0.9).
     return keras.layers.BatchNormalization(momentum=0.9)(x)
 
 
@@ -43,7 +44,8 @@ def maybe_bn(x, hype_space):
 
 
 def strided_conv(x, filters, hype_space):
-    """Halve the resolution with a linear 3x3 conv of stride 2, then BN [use_BN] (Springenberg et al., 2015)."""
+    """Halve the resolution with a linear 3x3 conv of stride 2, then BN [use_BN] (Springenberg et
+    al., 2015)."""
     return maybe_bn(conv(x, filters, 3, hype_space, strides=2, activation="linear"), hype_space)
 
 
@@ -58,8 +60,9 @@ def residual_unit(x, filters, hype_space):
 def residual_stack(x, filters, hype_space):
     """int(round(residual)) residual units, then BN twice, as in the classic network.
 
-    The classic stack adds one BN when use_BN is off and one more in any case, so it always ends with
-    two BN layers in a row: with use_BN, the last unit's BN and the stack's; without, the two of the stack.
+    The classic stack adds one BN when use_BN is off and one more in any case, so it always ends
+    with two BN layers in a row: with use_BN, the last unit's BN and the stack's; without, the two
+    of the stack.
     """
     for _ in range(int(round(hype_space["residual"]))):
         x = residual_unit(x, filters, hype_space)
@@ -69,11 +72,13 @@ def residual_stack(x, filters, hype_space):
 
 
 def inception_reduction(x, filters, hype_space):
-    """Halve the resolution with three parallel branches, concatenated (3 * int(0.4 * filters + 1) channels):
-    a linear stride-2 conv; 1x1 conv -> 3x3 conv -> linear stride-2 conv; 1x1 conv -> 3x3 max-pool of stride 2.
+    """Halve the resolution with three parallel branches, concatenated (3 * int(0.4 * filters + 1)
+    channels): a linear stride-2 conv; 1x1 conv -> 3x3 conv -> linear stride-2 conv; 1x1 conv -> 3x3
+    max-pool of stride 2.
 
-    The classic code also makes a 3x3 conv of the input that nothing uses (its result is overwritten); that
-    conv is not part of its model (Keras keeps only the layers between inputs and outputs), so it is left out.
+    The classic code also makes a 3x3 conv of the input that nothing uses (its result is
+    overwritten); that conv is not part of its model (Keras keeps only the layers between inputs and
+    outputs), so it is left out.
     """
     narrow, width = int(filters * 0.33 + 1), int(filters * 0.4 + 1)
     a = strided_conv(x, width, hype_space)
@@ -104,19 +109,19 @@ def dense(x, units, hype_space):
 
 
 def build_model(hype_space, nb_fine=100, nb_coarse=20, input_dtype="uint8", compile=True):
-    """A Keras model for any point of the space, compiled unless compile=False. nb_coarse=0 drops the
-    coarse head (CIFAR-10).
+    """A Keras model for any point of the space, compiled unless compile=False. nb_coarse=0 drops
+    the coarse head (CIFAR-10).
 
-    Block for block, it is the classic repo's network: the same layers, widths, kernel sizes, L2 on every
-    kernel (both heads included), and so the same number of parameters. It differs on purpose in:
-    the heads are softmax, in float32 under mixed precision (classic: sigmoid heads); the input is uint8,
-    scaled to [-1, 1] inside the model (the classic repo fed floats scaled to [-0.5, 0.5] on the host:
-    x / 255 - 0.5); the random left-right flip is a RandomFlip layer, active in training only (classic:
-    flipped at test time too); BatchNormalization momentum is 0.9 (classic: Keras' 0.99); labels are
-    integers (sparse cross-entropy, classic: one-hot).
+    Block for block, it is the classic repo's network: the same layers, widths, kernel sizes, L2 on
+    every kernel (both heads included), and so the same number of parameters. It differs on purpose
+    in: the heads are softmax, in float32 under mixed precision (classic: sigmoid heads); the input
+    is uint8, scaled to [-1, 1] inside the model (the classic repo fed floats scaled to [-0.5, 0.5]
+    on the host: x / 255 - 0.5); the random left-right flip is a RandomFlip layer, active in
+    training only (classic: flipped at test time too); BatchNormalization momentum is 0.9 (classic:
+    Keras' 0.99); labels are integers (sparse cross-entropy, classic: one-hot).
     input_dtype="float32" takes images already scaled to [-1, 1] on the host (the classic repo's way
-    of feeding, though it scaled to [-0.5, 0.5]), kept only so that bench/throughput.py can measure it
-    against the uint8 one.
+    of feeding, though it scaled to [-0.5, 0.5]), kept only so that bench/throughput.py can measure
+    it against the uint8 one.
     """
     inputs = keras.Input((32, 32, 3), dtype=input_dtype, name="image")
     x = inputs
@@ -141,7 +146,8 @@ def build_model(hype_space, nb_fine=100, nb_coarse=20, input_dtype="uint8", comp
     if hype_space["one_more_fc"] is not None:
         x = dense(x, int(750 * hype_space["one_more_fc"]), hype_space)
 
-    # Heads in float32 so losses stay stable under mixed precision; L2 on them too, as in the classic network.
+    # Heads in float32 so losses stay stable under mixed precision; L2 on them too, as in the
+    # classic network.
     def head(n, name):
         return keras.layers.Dense(n, activation="softmax", dtype="float32", kernel_regularizer=l2(hype_space),
                                   name=name)(x)
@@ -155,7 +161,8 @@ def build_model(hype_space, nb_fine=100, nb_coarse=20, input_dtype="uint8", comp
     if compile:
         model.compile(
             optimizer=OPTIMIZERS[hype_space["optimizer"]](learning_rate=STARTING_LR * hype_space["lr_rate_mult"]),
-            loss={name: "sparse_categorical_crossentropy" for name in outputs},  # integer labels, no one-hot copies
+            # integer labels, no one-hot copies
+            loss={name: "sparse_categorical_crossentropy" for name in outputs},
             loss_weights=loss_weights,
             metrics=head_metrics(outputs),
         )
@@ -163,13 +170,14 @@ def build_model(hype_space, nb_fine=100, nb_coarse=20, input_dtype="uint8", comp
 
 
 def head_metrics(outputs):
-    """Accuracy of each head, logged as <head>_accuracy and val_<head>_accuracy with one head as with two.
+    """Accuracy of each head, logged as <head>_accuracy and val_<head>_accuracy with one head as
+    with two.
 
     With two outputs Keras 3 prefixes each metric with its output's name and logs each head's loss
-    (<head>_loss); with one it does neither (accuracy, val_accuracy), and every reader of the fine metrics
-    (KeepBestWeights, pruning.METRIC, the result keys, report.py) would miss them on CIFAR-10. So a single
-    head gets its metrics named explicitly, its loss included: the same unweighted cross-entropy, without
-    the L2 terms, that Keras logs per head when there are two.
+    (<head>_loss); with one it does neither (accuracy, val_accuracy), and every reader of the fine
+    metrics (KeepBestWeights, pruning.METRIC, the result keys, report.py) would miss them on
+    CIFAR-10. So a single head gets its metrics named explicitly, its loss included: the same
+    unweighted cross-entropy, without the L2 terms, that Keras logs per head when there are two.
     """
     if len(outputs) > 1:
         return {name: ["accuracy"] for name in outputs}

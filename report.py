@@ -1,4 +1,5 @@
-"""Look at a search: a leaderboard sorted by accuracy, and pictures that show which ranges to narrow.
+"""Look at a search: a leaderboard sorted by accuracy, and pictures that show which ranges to
+narrow.
 
     python3 report.py                                   # results/ and results.pkl
     python3 report.py --results-dir results/demo --trials-file results/demo/results.pkl
@@ -25,7 +26,8 @@ import sys
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display needed
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # --models loads Keras: no TensorFlow start-up INFO lines
+# --models loads Keras: no TensorFlow start-up INFO lines
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
@@ -54,7 +56,8 @@ def is_finite(value):
     return is_number(value) and math.isfinite(value)
 
 
-# The values the report computes with or formats, by key, and what each must be (absent or null is fine).
+# The values the report computes with or formats, by key, and what each must be (absent or null is
+# fine).
 RESULT_TYPES = {
     **dict.fromkeys(["fine_best_accuracy", "coarse_best_accuracy", "fine_test_accuracy", "coarse_test_accuracy",
                      "train_time_s", "epochs_run", "epochs_budget"], ("a number", is_finite)),
@@ -93,7 +96,8 @@ def row(result, trial=None, finished_at=0.0):
         "val_fine": result.get("fine_best_accuracy") if ok else None,
         "val_on_test": record.selected_on(result) == "test",
         "val_coarse": result.get("coarse_best_accuracy") if ok else None,
-        "test_fine": result.get("fine_test_accuracy"),  # None in classic files: they validated on the test set
+        # None in classic files: they validated on the test set
+        "test_fine": result.get("fine_test_accuracy"),
         "test_coarse": result.get("coarse_test_accuracy"),
         "epochs": epochs,
         "pruned_at": result.get("pruned_at_epoch") or epochs if pruned else None,
@@ -108,7 +112,8 @@ def row(result, trial=None, finished_at=0.0):
 
 
 def read_result_files(results_dir):
-    """{model name: row} of every result file in results_dir, and the files that could not be read."""
+    """{model name: row} of every result file in results_dir, and the files that could not be
+    read."""
     rows, unreadable = {}, []
     for path in sorted(glob.glob(os.path.join(glob.escape(results_dir), "*" + record.SUFFIX))):
         try:
@@ -132,29 +137,34 @@ def add_trials(trials, rows):
 
     Returns how many trials are unfinished, and the result files dropped as orphans: a kill between
     a trial's result file and the save of the trials re-runs that trial (same trial id, new model
-    name), so a file of a finished trial under another name than the trial's is the same trial again.
+    name), so a file of a finished trial under another name than the trial's is the same trial
+    again.
     """
     unfinished, names = 0, {}
     for t in trials.trials:
-        if t["state"] == JOB_STATE_ERROR:  # the objective raised (it catches its own failures, so rarely)
+        # the objective raised (it catches its own failures, so rarely)
+        if t["state"] == JOB_STATE_ERROR:
             result = {"status": "fail", "model_name": f"trial_{t['tid']}_error", "error": str(t["misc"].get("error"))}
         elif t["state"] != JOB_STATE_DONE:  # queued or running (MongoDB)
             unfinished += 1
             continue
         else:
             result = t["result"]
-        if why := wrong_type(result):  # a result the report cannot rank (an infinite accuracy, say): failed
+        # a result the report cannot rank (an infinite accuracy, say): failed
+        if why := wrong_type(result):
             result = {"status": "fail", "model_name": f"trial_{t['tid']}_unusable", "error": f"unusable result: {why}"}
         done = t.get("refresh_time")
         r = row(result, trial=t["tid"], finished_at=done.timestamp() if done else 0.0)
-        rows.setdefault(r["name"], r)["trial"] = t["tid"]  # a result file of the same model is the same model
+        # a result file of the same model is the same model
+        rows.setdefault(r["name"], r)["trial"] = t["tid"]
         names[t["tid"]] = r["name"]
     orphans = [name for name, r in rows.items() if r["file"] and r["trial"] in names and names[r["trial"]] != name]
     return unfinished, [os.path.basename(rows.pop(name)["file"]) for name in orphans]
 
 
 def run_order(r):
-    """Search trials by hyperopt trial id, then the rest (classic files, train.py runs) by the time they finished."""
+    """Search trials by hyperopt trial id, then the rest (classic files, train.py runs) by the time
+    they finished."""
     return (r["trial"] is None, r["trial"] or 0, r["finished_at"], r["name"])
 
 
@@ -170,7 +180,8 @@ def leaderboard(rows, top):
     table = [titles]
     for rank, r in enumerate(ranked[:top or None], 1):
         epochs = f"{r['pruned_at']} pruned" if r["status"] == "pruned" else fmt(r["epochs"])
-        trial = None if r["trial"] is None else r["trial"] + 1  # numbered as the search prints it: from 1
+        # numbered as the search prints it: from 1
+        trial = None if r["trial"] is None else r["trial"] + 1
         table.append([str(rank), fmt(trial), fmt(r["val_fine"], "{:.4f}"), fmt(r["val_coarse"], "{:.4f}"),
                       fmt(r["test_fine"], "{:.4f}"), fmt(r["test_coarse"], "{:.4f}"), epochs, duration(r["time_s"]),
                       *(fmt(r["space"].get(key), spec) for key, _, spec in KEY_HYPERPARAMETERS), r["name"]])
@@ -185,7 +196,8 @@ def leaderboard(rows, top):
 
 
 def as_number(value):
-    """Hyperparameter values for plotting: an absent block (None) is 0, a boolean is 0 or 1, a choice stays a string."""
+    """Hyperparameter values for plotting: an absent block (None) is 0, a boolean is 0 or 1, a
+    choice stays a string."""
     if value is None:
         return 0.0
     if isinstance(value, (bool, int, float)):
@@ -211,13 +223,16 @@ def save_figure(fig, path, dpi):
 
 
 def plot_scatter_matrix(frame, path):
-    """Every numeric hyperparameter and the accuracy, pairwise (lower triangle), histograms on the diagonal."""
-    numeric = [c for c in frame.columns if frame[c].dtype.kind in "fi"]  # the accuracy is the last one
+    """Every numeric hyperparameter and the accuracy, pairwise (lower triangle), histograms on the
+    diagonal."""
+    # the accuracy is the last one
+    numeric = [c for c in frame.columns if frame[c].dtype.kind in "fi"]
     n = len(numeric)
     fig = plt.figure(figsize=(1.1 * n + 1, 1.1 * n + 1))
     grid = fig.add_gridspec(n, n, left=0.12, bottom=0.11, right=0.99, top=0.97, wspace=0.05, hspace=0.05)
-    # Points grouped by accuracy quartile, best drawn last: one marker set per group draws many times
-    # faster than one colour per point, and thousands of models in a hundred panels stay seconds.
+    # Points grouped by accuracy quartile, best drawn last: one marker set per group draws many
+    # times faster than one colour per point, and thousands of models in a hundred panels stay
+    # seconds.
     rank = frame[ACCURACY].rank(method="first").to_numpy()
     quartile = ((rank - 1) * 4 // len(frame)).astype(int)
     colours = plt.get_cmap("viridis")(np.linspace(0, 1, 4))
@@ -229,7 +244,8 @@ def plot_scatter_matrix(frame, path):
             else:
                 for q in range(4):
                     ax.plot(frame[x][quartile == q], frame[y][quartile == q], "o", ms=3, mew=0, color=colours[q])
-            # Tick labels on the outer panels only: over a hundred labelled axes would be unreadable.
+            # Tick labels on the outer panels only: over a hundred labelled axes would be
+            # unreadable.
             ax.tick_params(labelsize=5, length=2)
             if i < n - 1:
                 ax.set_xticks([])
@@ -248,12 +264,14 @@ def plot_scatter_matrix(frame, path):
 
 
 def plot_accuracy_vs_hyperparameters(frame, trial_rank, path):
-    """One panel per hyperparameter: the accuracy against its value; colour = trial order (dark = early)."""
+    """One panel per hyperparameter: the accuracy against its value; colour = trial order (dark =
+    early)."""
     keys = [c for c in frame.columns if c != ACCURACY]
     ncols = 5
     nrows = math.ceil(len(keys) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.4 * nrows), sharey=True, squeeze=False)
-    jitter = np.random.default_rng(0).uniform(-0.15, 0.15, len(frame))  # spreads the points of one choice
+    # spreads the points of one choice
+    jitter = np.random.default_rng(0).uniform(-0.15, 0.15, len(frame))
     for ax, key in zip(axes.flat, keys):
         values = frame[key]
         if values.dtype.kind in "fi" and values.nunique() <= 5 and (values.dropna() % 1 == 0).all():
@@ -278,15 +296,16 @@ def plot_accuracy_vs_hyperparameters(frame, trial_rank, path):
 
 
 def pruning_savings(rows):
-    """(epochs trained, trials pruned, epochs pruning saved: their budgets less what they ran) of the finished rows."""
+    """(epochs trained, trials pruned, epochs pruning saved: their budgets less what they ran) of
+    the finished rows."""
     done = [r for r in rows if r["status"] != "failed" and r["epochs"] is not None]
     pruned = [r for r in done if r["status"] == "pruned" and r["budget"] is not None]
     return sum(r["epochs"] for r in done), len(pruned), sum(max(0, r["budget"] - r["epochs"]) for r in pruned)
 
 
 def plot_history(runs, path):
-    """The accuracy of each trial in the order they ran, and the best so far; below, the epochs each trial
-    ran, and for a pruned trial the epoch where it was stopped (its budget dashed)."""
+    """The accuracy of each trial in the order they ran, and the best so far; below, the epochs each
+    trial ran, and for a pruned trial the epoch where it was stopped (its budget dashed)."""
     x = np.arange(1, len(runs) + 1)
     accuracy = np.array([np.nan if r["val_fine"] is None else r["val_fine"] for r in runs])
     fig, (ax, below) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
@@ -294,7 +313,8 @@ def plot_history(runs, path):
                           ("failed", dict(color="tab:red", marker="x"))):
         where = np.array([r["status"] == status for r in runs])
         if where.any():
-            y = np.zeros(where.sum()) if status == "failed" else accuracy[where]  # failed: no accuracy, drawn at 0
+            # failed: no accuracy, drawn at 0
+            y = np.zeros(where.sum()) if status == "failed" else accuracy[where]
             ax.scatter(x[where], y, s=16, label=f"{status} ({where.sum()})", **style)
     ax.step(x, np.fmax.accumulate(accuracy), where="post", color="tab:orange", label="best so far")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -325,7 +345,8 @@ def plot_history(runs, path):
 
 
 def write_figures(rows, folder):
-    """Draw the three pictures into folder; yield (path, None) for each written, (path, why) for each not."""
+    """Draw the three pictures into folder; yield (path, None) for each written, (path, why) for
+    each not."""
     runs = sorted(rows, key=run_order)
     finished = [r for r in runs if r["val_fine"] is not None]
     frame = hyperparameter_frame(finished)
@@ -345,7 +366,8 @@ def write_figures(rows, folder):
 
 
 def draw_models(best, folder):
-    """model_demo.png and model_best.png, with Keras (imported here only). Returns False if one was not drawn."""
+    """model_demo.png and model_best.png, with Keras (imported here only). Returns False if one was
+    not drawn."""
     from trial import try_draw_model
     from search_space import DEMO_SPACE
     drawn = True
@@ -389,7 +411,8 @@ def main(argv=None):
 
 
 def report(args):
-    """Print the leaderboard and write the pictures (and runs) the options ask for: the exit status."""
+    """Print the leaderboard and write the pictures (and runs) the options ask for: the exit
+    status."""
     stale = remove_stale_temporaries(args.results_dir)
     if stale:
         print(f"Removed {len(stale)} temporary files left by writes killed midway: {', '.join(stale[:5])}")

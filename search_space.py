@@ -1,9 +1,10 @@
-"""The search space, written once: what TPE draws, the named hyperspaces, and the check of a hand-written one.
+"""The search space, written once: what TPE draws, the named hyperspaces, and the check of a
+hand-written one.
 
 Same keys, hyperopt labels and ranges as the classic Hyperopt-Keras-CNN-CIFAR-100 repo, so its
 results.pkl resumes and its result files read. The table SPACE is the only place a range is written:
-`space` (what hyperopt searches) and `check_hyperspace` (what train.py and the result readers accept)
-are both built from it.
+`space` (what hyperopt searches) and `check_hyperspace` (what train.py and the result readers
+accept) are both built from it.
 """
 import json
 import math
@@ -14,7 +15,8 @@ from hyperopt import hp
 
 @dataclass(frozen=True)
 class Range:
-    """A number drawn by hyperopt: uniform, loguniform (e ** uniform(low, high)) or quniform (a multiple of q)."""
+    """A number drawn by hyperopt: uniform, loguniform (e ** uniform(low, high)) or quniform (a
+    multiple of q)."""
     kind: str
     label: str
     low: float
@@ -62,32 +64,38 @@ class Choice:
 
 
 def _same(value, option):
-    """value is this literal option: True is not 1, and 3.0 is 3 (JSON and hyperopt may write either)."""
+    """value is this literal option: True is not 1, and 3.0 is 3 (JSON and hyperopt may write
+    either)."""
     if option is None or isinstance(option, (bool, str)) or isinstance(value, bool):
         return type(value) is type(option) and value == option
     return isinstance(value, (int, float)) and value == option
 
 
-# key of a hyperspace: how hyperopt draws it (hyperopt label first: the classic labels, so old trials resume)
+# key of a hyperspace: how hyperopt draws it (hyperopt label first: the classic labels, so old
+# trials resume)
 SPACE = {
     "lr_rate_mult": Range("loguniform", "lr_rate_mult", -0.5, 0.5),  # learning rate 0.001 * this
     "l2_weight_reg_mult": Range("loguniform", "l2_weight_reg_mult", -1.3, 1.3),  # L2 0.0007 * this
     "batch_size": Range("quniform", "batch_size", 100, 700, 5),
     "optimizer": Choice("optimizer", ("Adam", "Nadam", "RMSprop")),
-    "coarse_labels_weight": Range("uniform", "coarse_labels_weight", 0.1, 0.7),  # loss weight of the 20-class head
+    # loss weight of the 20-class head
+    "coarse_labels_weight": Range("uniform", "coarse_labels_weight", 0.1, 0.7),
     "conv_dropout_drop_proba": Range("uniform", "conv_dropout_proba", 0.0, 0.35),
     "fc_dropout_drop_proba": Range("uniform", "fc_dropout_proba", 0.0, 0.6),
     "use_BN": Choice("use_BN", (False, True)),
-    "first_conv": Choice("first_conv", (None, Choice("first_conv_size", (3, 4)))),  # a 16-filter conv of this kernel
+    # a 16-filter conv of this kernel
+    "first_conv": Choice("first_conv", (None, Choice("first_conv_size", (3, 4)))),
     "residual": Choice("residual", (None, Range("quniform", "residual_units", 1 - 0.499, 4 + 0.499, 1))),  # units
-    "conv_hiddn_units_mult": Range("loguniform", "conv_hiddn_units_mult", -0.6, 0.6),  # 40 * this first filters
+    # 40 * this first filters
+    "conv_hiddn_units_mult": Range("loguniform", "conv_hiddn_units_mult", -0.6, 0.6),
     "nb_conv_pool_layers": Choice("nb_conv_pool_layers", (2, 3)),
     "conv_pool_res_start_idx": Range("quniform", "conv_pool_res_start_idx", 0, 2, 1),
     "pooling_type": Choice("pooling_type", ("max", "avg", "all_conv", "inception")),
     "conv_kernel_size": Range("quniform", "conv_kernel_size", 2, 4, 1),
     "res_conv_kernel_size": Range("quniform", "res_conv_kernel_size", 2, 4, 1),
     "fc_units_1_mult": Range("loguniform", "fc_units_1_mult", -0.6, 0.6),  # 1000 * this units
-    "one_more_fc": Choice("one_more_fc", (None, Range("loguniform", "fc_units_2_mult", -0.6, 0.6))),  # 750 * this
+    # 750 * this
+    "one_more_fc": Choice("one_more_fc", (None, Range("loguniform", "fc_units_2_mult", -0.6, 0.6))),
     "activation": Choice("activation", ("relu", "elu")),
 }
 space = {key: what.hp() for key, what in SPACE.items()}  # what hyperopt's fmin searches
@@ -113,8 +121,9 @@ DEMO_SPACE = {
 NAMED_SPACES = {"classic_best": CLASSIC_BEST_SPACE, "demo": DEMO_SPACE}
 
 
-# What a hand-written hyperspace (train.py --space) may hold outside the search's ranges: values that still build
-# and train, so a user can try a point the search would not draw. Keys not named here must be one of the choices.
+# What a hand-written hyperspace (train.py --space) may hold outside the search's ranges: values
+# that still build and train, so a user can try a point the search would not draw. Keys not named
+# here must be one of the choices.
 WHOLE = "a whole number"
 CAN_WORK = {  # key: (what it must be, test of a number)
     "lr_rate_mult": ("above 0", lambda v: v > 0),
@@ -141,8 +150,9 @@ class HyperspaceError(ValueError):
 
 
 def check_hyperspace(hype_space):
-    """Raise HyperspaceError (one line) unless hype_space can be built and trained: a dict of every key of SPACE,
-    each in the search's range or, for numbers, at least a value that works (CAN_WORK).
+    """Raise HyperspaceError (one line) unless hype_space can be built and trained: a dict of every
+    key of SPACE, each in the search's range or, for numbers, at least a value that works
+    (CAN_WORK).
 
     Returns one line for each value outside the search's range (the caller shows them as warnings).
     """
@@ -179,12 +189,14 @@ def _works(test, value):
 
 
 def _shown(value, width=60):
-    """A value of a hand-written file as one short line: escaped (no terminal codes), cut at width."""
+    """A value of a hand-written file as one short line: escaped (no terminal codes), cut at
+    width."""
     text = json.dumps(value, default=str)  # escapes control characters
     return text if len(text) <= width else text[:width] + "..."
 
 
 def _few(keys, count=5):
-    """The first keys, escaped and cut short: a file may hold thousands, or terminal escape codes."""
+    """The first keys, escaped and cut short: a file may hold thousands, or terminal escape
+    codes."""
     shown = ", ".join(_shown(k, 40) for k in keys[:count])
     return shown + (f" and {len(keys) - count} more" if len(keys) > count else "")

@@ -1,4 +1,5 @@
-"""How a trial runs (epochs, dataset, validation, ...): the settings, their defaults and their command-line options.
+"""How a trial runs (epochs, dataset, validation, ...): the settings, their defaults and their
+command-line options.
 
 Defined once here, used by the search (hyperopt_optimize.py), its MongoDB workers (the driver stores
 the settings with the experiment), train.py and the benchmarks. Each option has an env twin where
@@ -10,7 +11,8 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from data import ARCHIVES, load_split
 
-TENSORBOARD_DIR = "TensorBoard"  # each model's epochs, with --tensorboard (make tensorboard shows them)
+# each model's epochs, with --tensorboard (make tensorboard shows them)
+TENSORBOARD_DIR = "TensorBoard"
 PRECISIONS = ["auto", "float32", "mixed_float16", "mixed_bfloat16"]  # device.choose_precision
 
 @dataclass(frozen=True)
@@ -22,7 +24,8 @@ class Settings:
     dataset: str = "cifar100"
     data_dir: str = "ml_req"
     train_subset: int | None = None  # None: the whole training set
-    validation: str = "split"  # "split": 5,000 held-out training images; "test": the test set (classic)
+    # "split": 5,000 held-out training images; "test": the test set (classic)
+    validation: str = "split"
     results_dir: str = "results"
     seed: int = 0
     tensorboard: bool = False  # per-epoch scalars to TensorBoard/<model_name>/
@@ -132,7 +135,8 @@ def add_training_options(p):
 
 
 def prune_rule(text):
-    if text not in PRUNE_RULES:  # also checks HKS_PRUNE: argparse checks choices on the command line only
+    # also checks HKS_PRUNE: argparse checks choices on the command line only
+    if text not in PRUNE_RULES:
         raise ValueError
     return text
 
@@ -141,7 +145,8 @@ prune_rule.__name__ = "stopping rule (" + ", ".join(PRUNE_RULES) + ")"
 
 
 def add_pruning_options(p):
-    """The stopping rule of the search (only the search prunes: train.py trains its one model to the end)."""
+    """The stopping rule of the search (only the search prunes: train.py trains its one model to the
+    end)."""
     env = os.environ.get
     p.add_argument("--prune", type=prune_rule, choices=PRUNE_RULES, default=env("HKS_PRUNE", DEFAULTS.prune),
                    help="auto: curve where trials select on 2,000 validation images or more (the "

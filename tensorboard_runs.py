@@ -10,8 +10,8 @@ The folder (DIR, TensorBoard/trials by default):
     DIR/events.out.tfevents.hks-experiment   the 19 hyperparameters with their domains, and the metrics
     DIR/<model_name>/                        one trial: its hyperparameters, status and metrics
     DIR/<model_name>/train/, validation/     its per-epoch curves (epoch_loss, epoch_fine_outputs_accuracy, ...)
-Each file is written under a temporary name TensorBoard ignores, then renamed; the trial's own file last.
-A run with that file is complete and is not written again: rerunning adds the new trials only.
+Each file is written under a temporary name TensorBoard ignores, then renamed; the trial's own file
+last. A run with that file is complete and is not written again: rerunning adds the new trials only.
 """
 import contextlib
 import itertools
@@ -26,7 +26,8 @@ from utils import TEMPORARY_PREFIX, UserError, remove_stale_temporaries, warn
 
 DEFAULT_DIR = os.path.join("TensorBoard", "trials")
 EXPERIMENT_FILE = "events.out.tfevents.hks-experiment"
-TRIAL_FILE = "events.out.tfevents.hks-trial"  # in each run folder, written last: the run is complete
+# in each run folder, written last: the run is complete
+TRIAL_FILE = "events.out.tfevents.hks-trial"
 CURVES_FILE = "events.out.tfevents.hks-curves"
 STATUSES = ("ok", "pruned", "failed")
 ABSENT = 0.0  # an absent block (first_conv, residual, one_more_fc of null), as report.py plots it
@@ -49,7 +50,8 @@ METRICS = [
 
 
 def _tensorboard():
-    """The modules of the tensorboard package this file needs, or an ImportError saying how to get them."""
+    """The modules of the tensorboard package this file needs, or an ImportError saying how to get
+    them."""
     try:
         from tensorboard.compat.proto import event_pb2, summary_pb2
         from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2, summary_v2
@@ -65,14 +67,16 @@ def _tensorboard():
 
 
 def _values(option):
-    """The values of one option of SPACE: a literal, or a Range (kept whole), or a nested Choice's values."""
+    """The values of one option of SPACE: a literal, or a Range (kept whole), or a nested Choice's
+    values."""
     if isinstance(option, Choice):
         return [v for o in option.options for v in _values(o)]
     return [option]
 
 
 def domain(what, summary_v2):
-    """The HParams domain of one key of SPACE: choices as discrete values, ranges as an interval, null as 0."""
+    """The HParams domain of one key of SPACE: choices as discrete values, ranges as an interval,
+    null as 0."""
     values = [ABSENT if v is None else v for v in _values(what)]
     ranges = [v for v in values if isinstance(v, Range)]
     if ranges:
@@ -86,7 +90,8 @@ def domain(what, summary_v2):
 
 
 def hparam_value(value, dom):
-    """A hyperparameter's value as its domain types it, or None where it does not fit (a hand-edited file)."""
+    """A hyperparameter's value as its domain types it, or None where it does not fit (a hand-edited
+    file)."""
     value = ABSENT if value is None else value
     if dom.dtype is bool:
         return value if isinstance(value, bool) else None
@@ -119,10 +124,11 @@ class Writer:
         self.domains = {h.name: h.domain for h in self.hparams}
 
     def write_file(self, folder, name, events):
-        """events (Event protos) to folder/name, through a temporary file whose name TensorBoard skips."""
+        """events (Event protos) to folder/name, through a temporary file whose name TensorBoard
+        skips."""
         os.makedirs(folder, exist_ok=True)
-        # Named as utils.atomic_file names its temporaries, so that remove_stale_temporaries knows them;
-        # without "tfevents" in the name, which TensorBoard would read.
+        # Named as utils.atomic_file names its temporaries, so that remove_stale_temporaries knows
+        # them; without "tfevents" in the name, which TensorBoard would read.
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMPORARY_PREFIX, suffix="_part")
         try:
             with os.fdopen(fd, "wb") as f:
@@ -166,20 +172,23 @@ class Writer:
         return struct.pack("<I", (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
 
     def record(self, data):
-        """One TFRecord, as tensorboard's RecordWriter frames it: length, its masked CRC-32C, data, its CRC."""
+        """One TFRecord, as tensorboard's RecordWriter frames it: length, its masked CRC-32C, data,
+        its CRC."""
         length = struct.pack("<Q", len(data))
         return length + self.masked_crc(length) + data + self.masked_crc(data)
 
     def write_experiment(self, tags):
-        """The experiment: the domains, and the metrics of tags and of those it listed already. A metric no
-        trial has is left out: the parallel coordinates drop every trial that misses a shown metric."""
+        """The experiment: the domains, and the metrics of tags and of those it listed already. A
+        metric no trial has is left out: the parallel coordinates drop every trial that misses a
+        shown metric."""
         path = os.path.join(self.folder, EXPERIMENT_FILE)
         listed = self.listed_metrics(path)
         metrics = [self.summary_v2.Metric(tag, display_name=shown, description=about)
                    for tag, _, shown, about in METRICS if tag in tags | listed]
         summary = self.summary_v2.hparams_config_pb(self.hparams, metrics, time_created_secs=0)
         event = self.event_pb2.Event(wall_time=0, summary=summary)
-        if not tags <= listed or not os.path.exists(path):  # a running TensorBoard sees new metrics on restart
+        # a running TensorBoard sees new metrics on restart
+        if not tags <= listed or not os.path.exists(path):
             self.write_file(self.folder, EXPERIMENT_FILE, [event])
 
     def _plugin_summary(self, tag, **data):
@@ -192,13 +201,15 @@ class Writer:
             value=[self.summary_pb2.Summary.Value(tag=tag, simple_value=v) for tag, v in values]))
 
     def write_run(self, row, result):
-        """One trial's run: its curves (train/, validation/), then its hyperparameters and outcome."""
+        """One trial's run: its curves (train/, validation/), then its hyperparameters and
+        outcome."""
         run = os.path.join(self.folder, row["name"].replace(os.sep, "_"))
         end = row["finished_at"] or time.time()
         start = end - (row["time_s"] or 0)
         curves = history_curves(result.get("history"))
         epochs = max((len(c) for sub in curves.values() for c in sub.values()), default=1)
-        at = [start + (end - start) * (e + 1) / epochs for e in range(epochs)]  # wall time of each epoch
+        # wall time of each epoch
+        at = [start + (end - start) * (e + 1) / epochs for e in range(epochs)]
         for subrun, tags in curves.items():
             self.write_file(os.path.join(run, subrun), CURVES_FILE, [
                 self.scalars(at[e], e, [(tag, c[e]) for tag, c in tags.items() if e < len(c)])
@@ -213,8 +224,9 @@ class Writer:
         values = {**row, "nb_params": result.get("nb_params")}
         metrics = {tag: float(values[key]) for tag, key, _, _ in METRICS
                    if isinstance(values[key], (int, float)) and not isinstance(values[key], bool)}
-        # The val accuracies also as the best so far after each epoch, ending on the recorded best (the
-        # metrics' last values): the dashboard charts a selected trial's metrics against its epochs.
+        # The val accuracies also as the best so far after each epoch, ending on the recorded best
+        # (the metrics' last values): the dashboard charts a selected trial's metrics against its
+        # epochs.
         best_so_far = {tag: list(itertools.accumulate(curve, max))[:-1] for tag, curve in (
             (tag, curves.get("validation", {}).get(f"epoch_{head}_outputs_accuracy"))
             for tag, head in (("trial/val_fine_accuracy", "fine"), ("trial/val_coarse_accuracy", "coarse")))
@@ -233,9 +245,10 @@ class Writer:
 
 
 def history_curves(history):
-    """{"train" or "validation": {tag: values}} of a result's history, under the tags Keras's TensorBoard
-    callback writes (epoch_loss, epoch_fine_outputs_accuracy, ...), for this repo's keys and the classic
-    ones alike (val_fine_outputs_acc is epoch_fine_outputs_accuracy of validation)."""
+    """{"train" or "validation": {tag: values}} of a result's history, under the tags Keras's
+    TensorBoard callback writes (epoch_loss, epoch_fine_outputs_accuracy, ...), for this repo's keys
+    and the classic ones alike (val_fine_outputs_acc is epoch_fine_outputs_accuracy of
+    validation)."""
     curves = {}
     for key, values in (history or {}).items():
         if not isinstance(values, list) or not values or not all(
@@ -262,7 +275,8 @@ def trial_results(trials):
 
 
 def full_result(row, results):
-    """The whole result of a row (its history, parameters, ...): its result file, else its trial's."""
+    """The whole result of a row (its history, parameters, ...): its result file, else its
+    trial's."""
     if row["file"]:
         try:
             with open(row["file"]) as f:
@@ -275,10 +289,12 @@ def full_result(row, results):
 
 
 def write_runs(rows, folder=DEFAULT_DIR, results=None):
-    """Write the run of each row of report.py (read_result_files, add_trials) not yet in folder; results
-    ({row name: result}) has the whole results of the rows without a result file (trial_results).
+    """Write the run of each row of report.py (read_result_files, add_trials) not yet in folder;
+    results ({row name: result}) has the whole results of the rows without a result file
+    (trial_results).
 
-    Returns (runs written, runs already there). Raises ImportError where tensorboard is not installed.
+    Returns (runs written, runs already there). Raises ImportError where tensorboard is not
+    installed.
     """
     writer = Writer(folder)
     results = results or {}
@@ -312,8 +328,8 @@ def write_runs_and_say(rows, folder=DEFAULT_DIR, trials=None):
 
 
 def add_trial(result, settings, folder=DEFAULT_DIR):
-    """The search, after saving a trial: with --tensorboard, add its run. A failure is one warning; the search
-    goes on (report.py --tensorboard writes the run later)."""
+    """The search, after saving a trial: with --tensorboard, add its run. A failure is one warning;
+    the search goes on (report.py --tensorboard writes the run later)."""
     if not settings.tensorboard:
         return
     import report  # here: the search imports report.py's reading only when it writes runs

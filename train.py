@@ -13,7 +13,8 @@ import argparse
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # before Keras loads TensorFlow: no start-up INFO lines
+# before Keras loads TensorFlow: no start-up INFO lines
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from data import DataError  # noqa: E402
 from record import SUFFIX, describe, load_best_result, save_result  # noqa: E402
@@ -23,7 +24,8 @@ from utils import UserError, check_writable, load_json_file, print_json, warn  #
 
 
 def resolve_space(name, results_dir):
-    """The hyperspace that --space names, checked against the search space; one line and exit if unusable."""
+    """The hyperspace that --space names, checked against the search space; one line and exit if
+    unusable."""
     if name in NAMED_SPACES:
         return NAMED_SPACES[name]
     if name == "best":
@@ -39,7 +41,8 @@ def resolve_space(name, results_dir):
         except (OSError, ValueError) as e:
             sys.exit(f"error: cannot read hyperspace {name!r} ({e}): pass best, classic_best, demo or a JSON file"
                      .replace("\n", " "))
-    if isinstance(loaded, dict) and "space" in loaded:  # a result file, of this repo or of the classic one
+    # a result file, of this repo or of the classic one
+    if isinstance(loaded, dict) and "space" in loaded:
         loaded = loaded["space"]
     try:
         for line in check_hyperspace(loaded):
@@ -50,7 +53,8 @@ def resolve_space(name, results_dir):
 
 
 def saved_files(failed_path):
-    """Which files of the run a failed write left in place (the model, its weights, its result file)."""
+    """Which files of the run a failed write left in place (the model, its weights, its result
+    file)."""
     name = os.path.basename(failed_path or "")
     suffixes = (".keras", ".weights.h5", SUFFIX)
     for suffix in suffixes:
@@ -92,7 +96,8 @@ def train_and_save(hype_space, settings):
         if model is not None:
             result.update(save_model_files(model, result["model_name"], settings.results_dir))
         save_result(result, settings.results_dir)
-    except OSError as e:  # a write failed after training (a full disk): say what is saved, in one line
+    # a write failed after training (a full disk): say what is saved, in one line
+    except OSError as e:
         sys.exit(f"error: {e}. The trained model's files are not all saved: {saved_files(e.filename)}")
     summary = {k: v for k, v in result.items() if k not in ("history", "traceback")}
     print_json(summary)

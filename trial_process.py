@@ -8,10 +8,10 @@ until it runs out of memory (bench/README.md, Memory). A process that ends gives
 The processes are forked from a server that has imported TensorFlow, Keras and this module once
 (multiprocessing's forkserver): a trial starts in milliseconds, in a process that has run no
 TensorFlow yet. It loads the dataset, trains, and sends its result back through a pipe; the driver
-saves it as before. Ctrl-C reaches the driver only (utils.ctrl_c_stops): it ends the trial's process.
-The picture of a new best model (model_best.png) is drawn in such a process too: Keras builds it.
-A running trial's partial result (pruning.py) stays in its process: locally one trial runs at
-a time, so no other trial judges against it.
+saves it as before. Ctrl-C reaches the driver only (utils.ctrl_c_stops): it ends the trial's
+process. The picture of a new best model (model_best.png) is drawn in such a process too: Keras
+builds it. A running trial's partial result (pruning.py) stays in its process: locally one trial
+runs at a time, so no other trial judges against it.
 """
 import multiprocessing
 import os
@@ -24,12 +24,14 @@ import record
 from utils import INTERRUPTED
 
 _context = multiprocessing.get_context("forkserver")
-_context.set_forkserver_preload(["trial", "objective"])  # TensorFlow and Keras load once, in the server
+# TensorFlow and Keras load once, in the server
+_context.set_forkserver_preload(["trial", "objective"])
 
 
 def _importable_in_server():
-    """The forkserver imports its preload before it applies the driver's sys.path (Python 3.11): give it
-    this folder by PYTHONPATH, which it inherits, so that TensorFlow loads there once and not per trial."""
+    """The forkserver imports its preload before it applies the driver's sys.path (Python 3.11):
+    give it this folder by PYTHONPATH, which it inherits, so that TensorFlow loads there once and
+    not per trial."""
     here = os.path.dirname(os.path.abspath(__file__))
     paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
     if here not in paths:
@@ -38,15 +40,16 @@ def _importable_in_server():
 
 def _call(connection, function, args):
     """In the new process: function(*args), its return value sent to the driver."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides: it ends this process on Ctrl-C
+    # the driver decides: it ends this process on Ctrl-C
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     connection.send(function(*args))
     connection.close()
 
 
 def call_in_process(function, *args, poll_s=0.2):
-    """function(*args) in a new process; its return value. ProcessDied (a RuntimeError) if the process
-    ended without one (killed: out of memory?). KeyboardInterrupt once Ctrl-C came (utils.INTERRUPTED):
-    the process is ended first."""
+    """function(*args) in a new process; its return value. ProcessDied (a RuntimeError) if the
+    process ended without one (killed: out of memory?). KeyboardInterrupt once Ctrl-C came
+    (utils.INTERRUPTED): the process is ended first."""
     _importable_in_server()
     receive, send = _context.Pipe(duplex=False)
     process = _context.Process(target=_call, args=(send, function, args), name="hks-trial", daemon=True)

@@ -16,8 +16,9 @@ import time
 import filelock
 from hyperopt import Trials
 
-# The temporaries of atomic_file: .tmp_hks_<8 random characters of mkstemp>_<name of the file written>.
-# Only names of this form are ever removed as left by killed writes: a user's .tmp_notes stays.
+# The temporaries of atomic_file: .tmp_hks_<8 random characters of mkstemp>_<name of the file
+# written>. Only names of this form are ever removed as left by killed writes: a user's .tmp_notes
+# stays.
 TEMPORARY_PREFIX = ".tmp_hks_"
 TEMPORARY_NAME = re.compile(re.escape(TEMPORARY_PREFIX) + r"[a-z0-9_]{8}_.+")
 
@@ -41,13 +42,14 @@ def _fsync(path, flags=os.O_RDONLY):
 
 @contextlib.contextmanager
 def atomic_file(path):
-    """Yield a temporary path beside `path` (same extension) to write; renamed to `path` if the block succeeds,
-    removed if it fails: a crash never leaves half a file, and a reader sees the old file or the new one.
+    """Yield a temporary path beside `path` (same extension) to write; renamed to `path` if the
+    block succeeds, removed if it fails: a crash never leaves half a file, and a reader sees the old
+    file or the new one.
 
-    The new file is flushed to disk (fsync) before the rename and the folder after it, so that a power
-    loss too leaves the old file or the whole new one. A failed write (a full disk) raises an OSError
-    that names `path`, not its temporary. Where `path` is a symbolic link, the file it points to is
-    replaced (written through the link), and the link stays.
+    The new file is flushed to disk (fsync) before the rename and the folder after it, so that a
+    power loss too leaves the old file or the whole new one. A failed write (a full disk) raises an
+    OSError that names `path`, not its temporary. Where `path` is a symbolic link, the file it
+    points to is replaced (written through the link), and the link stays.
     """
     if os.path.islink(path):
         path = os.path.realpath(path)
@@ -59,17 +61,20 @@ def atomic_file(path):
         os.close(fd)
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private (0600); results are for everyone sharing the folder
+        # mkstemp makes it private (0600); results are for everyone sharing the folder
+        os.chmod(tmp, 0o666 & ~umask)
         yield tmp
         _fsync(tmp)
         os.replace(tmp, path)
         tmp = None
-        with contextlib.suppress(OSError):  # some filesystems cannot fsync a folder; the file is complete anyway
+        # some filesystems cannot fsync a folder; the file is complete anyway
+        with contextlib.suppress(OSError):
             _fsync(folder, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as e:
         if e.errno is None:
             raise
-        raise OSError(e.errno, e.strerror, path) from e  # the same subclass (FileNotFoundError, ...) for its errno
+        # the same subclass (FileNotFoundError, ...) for its errno
+        raise OSError(e.errno, e.strerror, path) from e
     finally:
         if tmp is not None:
             with contextlib.suppress(FileNotFoundError):
@@ -82,15 +87,17 @@ def atomic_write(path, write, mode="w"):
         write(f)
 
 
-# Set by the first Ctrl-C of a local search (ctrl_c_stops). The handler raises nothing: an exception raised
-# at a random point is lost in a garbage-collection callback or turned into another error by the library it
-# lands in (a trial recorded as failed). The search checks it at safe points: raise_if_interrupted.
+# Set by the first Ctrl-C of a local search (ctrl_c_stops). The handler raises nothing: an exception
+# raised at a random point is lost in a garbage-collection callback or turned into another error by
+# the library it lands in (a trial recorded as failed). The search checks it at safe points:
+# raise_if_interrupted.
 INTERRUPTED = threading.Event()
 
 
 @contextlib.contextmanager
 def ctrl_c_stops():
-    """In the block, Ctrl-C (SIGINT) sets INTERRUPTED, once or many times; raise_if_interrupted stops the work."""
+    """In the block, Ctrl-C (SIGINT) sets INTERRUPTED, once or many times; raise_if_interrupted
+    stops the work."""
     def remember(signum, frame):
         INTERRUPTED.set()
     INTERRUPTED.clear()
@@ -108,19 +115,21 @@ def raise_if_interrupted():
 
 
 def trials_lock(trials_file):
-    """The lock of one search's trials file: a FileLock on <trials_file>.lock. It is an flock, which the
-    OS drops when its process ends, killed or crashed: the .lock file stays, and never blocks a new driver."""
+    """The lock of one search's trials file: a FileLock on <trials_file>.lock. It is an flock, which
+    the OS drops when its process ends, killed or crashed: the .lock file stays, and never blocks a
+    new driver."""
     return filelock.FileLock(trials_file + ".lock")
 
 
 def check_writable(folder, what):
-    """Create `folder` if needed and write a small file in it, before any training: a read-only or full
-    disk, a missing permission, or a path under a file is a UserError (ending with `what`), not a
-    lost trial.
+    """Create `folder` if needed and write a small file in it, before any training: a read-only or
+    full disk, a missing permission, or a path under a file is a UserError (ending with `what`), not
+    a lost trial.
 
-    A real write, not os.access: root passes os.access on a read-only mount, and no check of rights sees
-    a full disk. The probe is an unnamed file (O_TMPFILE where Linux has it), and the folders the check
-    made are removed again: it leaves nothing behind (the first write makes them for good).
+    A real write, not os.access: root passes os.access on a read-only mount, and no check of rights
+    sees a full disk. The probe is an unnamed file (O_TMPFILE where Linux has it), and the folders
+    the check made are removed again: it leaves nothing behind (the first write makes them for
+    good).
     """
     made = [p for p in _ancestors(folder) if not os.path.exists(p)]
     try:
@@ -139,7 +148,8 @@ def check_writable(folder, what):
 
 
 def _ancestors(folder):
-    """folder, its parent, ... up to the first relative or root component: a/b/c -> a, a/b, a/b/c."""
+    """folder, its parent, ... up to the first relative or root component: a/b/c -> a, a/b,
+    a/b/c."""
     parts = []
     while folder and folder not in parts and folder != os.path.dirname(folder):
         parts.append(folder)
@@ -162,7 +172,8 @@ def duration(seconds):
 
 
 def non_finite(value, where=""):
-    """The path (history.loss[3]) of the first NaN or infinite number in a result's dicts and lists, or None."""
+    """The path (history.loss[3]) of the first NaN or infinite number in a result's dicts and lists,
+    or None."""
     if isinstance(value, float) and not math.isfinite(value):
         return where or "value"
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
@@ -174,11 +185,12 @@ def non_finite(value, where=""):
 
 
 def remove_stale_temporaries(folder, older_than_s=1800):
-    """Remove the temporaries atomic_file left in folder when killed mid-write (SIGKILL skips its cleanup).
+    """Remove the temporaries atomic_file left in folder when killed mid-write (SIGKILL skips its
+    cleanup).
 
-    Only files named as atomic_file names them (TEMPORARY_NAME: other .tmp_* files may be a user's), and
-    only those untouched for older_than_s: a write takes seconds, so a concurrent writer's file is never
-    removed. Returns the names removed.
+    Only files named as atomic_file names them (TEMPORARY_NAME: other .tmp_* files may be a user's),
+    and only those untouched for older_than_s: a write takes seconds, so a concurrent writer's file
+    is never removed. Returns the names removed.
     """
     removed = []
     now = time.time()
@@ -188,7 +200,8 @@ def remove_stale_temporaries(folder, older_than_s=1800):
             if ours and not os.path.islink(path) and now - os.path.getmtime(path) > older_than_s:
                 os.remove(path)
                 removed.append(os.path.basename(path))
-        except OSError:  # removed by another cleaner meanwhile, or a folder we may not write to: leave it
+        # removed by another cleaner meanwhile, or a folder we may not write to: leave it
+        except OSError:
             continue
     return removed
 
@@ -201,9 +214,9 @@ def _no_constant(name):
 
 
 def load_json_file(path, max_bytes=MAX_JSON_BYTES):
-    """A result or hyperspace file: ValueError (one line) if it is larger than max_bytes (/dev/zero reads
-    forever), not JSON, nested too deeply, or holds NaN or Infinity (what the search can neither rank nor
-    train); OSError if unreadable."""
+    """A result or hyperspace file: ValueError (one line) if it is larger than max_bytes (/dev/zero
+    reads forever), not JSON, nested too deeply, or holds NaN or Infinity (what the search can
+    neither rank nor train); OSError if unreadable."""
     with open(path, "rb") as f:
         data = f.read(max_bytes + 1)
     if len(data) > max_bytes:

@@ -1,4 +1,5 @@
-"""A screenshot of TensorBoard's HParams parallel coordinates for a search, taken in a headless browser.
+"""A screenshot of TensorBoard's HParams parallel coordinates for a search, taken in a headless
+browser.
 
     python3 docs/hparams_screenshot.py --results-dir CLASSIC/results --trials-file CLASSIC/results.pkl
 
@@ -72,7 +73,8 @@ def wait_for_trials(url, expected, timeout_s=120):
 
 
 def screenshot(browser, url, path, expected_lines, width, height):
-    """The parallel coordinates view with every hyperparameter of the space shown; returns the lines drawn."""
+    """The parallel coordinates view with every hyperparameter of the space shown; returns the lines
+    drawn."""
     from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=browser, args=["--no-sandbox"])
@@ -88,13 +90,16 @@ def screenshot(browser, url, path, expected_lines, width, height):
             deadline = time.time() + 60
             while lines.count() < expected_lines and time.time() < deadline:
                 time.sleep(0.5)
-            page.locator("paper-checkbox").first.scroll_into_view_if_needed()  # the list of hyperparameters
+            # the list of hyperparameters
+            page.locator("paper-checkbox").first.scroll_into_view_if_needed()
             time.sleep(2)  # the last axes' transitions
             plot = page.locator("tf-hparams-parallel-coords-plot").bounding_box()
-            with atomic_file(path) as tmp:  # down to the plot: below it is empty until a trial is clicked
+            # down to the plot: below it is empty until a trial is clicked
+            with atomic_file(path) as tmp:
                 page.screenshot(path=tmp, type="png", clip={"x": 0, "y": 0, "width": width,
                                                               "height": plot["y"] + plot["height"] + 10})
-                Image.open(tmp).quantize(256).save(tmp, format="png")  # a quarter of the size, same look
+                # a quarter of the size, same look
+                Image.open(tmp).quantize(256).save(tmp, format="png")
             return lines.count()
         finally:
             chromium.close()
