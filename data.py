@@ -65,7 +65,8 @@ def _labels(batch, member, key, count, source):
     trial later."""
     labels = np.asarray(batch[key], dtype=np.int64)
     if labels.ndim != 1 or len(labels) != len(batch["data"]):
-        raise _malformed(source, f"{member} has {labels.size} {key} for {len(batch['data'])} images")
+        raise _malformed(source, f"{member} has {labels.size} {key} for {len(batch['data'])} "
+                                 "images")
     outside = labels[(labels < 0) | (labels >= count)]
     if len(outside):
         raise _malformed(source, f"{member} {key} holds {outside[0]}, outside 0..{count - 1} "
@@ -106,7 +107,8 @@ class _ArchiveUnpickler(pickle.Unpickler):
     re-pickled by Python 3 with numpy 2 name numpy._core, and protocol 2 rebuilds bytes with
     _codecs.encode.
     """
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"),
+               ("numpy._core.multiarray", "_reconstruct"),
                ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
 
     def __init__(self, file, source):
@@ -115,8 +117,9 @@ class _ArchiveUnpickler(pickle.Unpickler):
 
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:
-            raise DataError(f"{self.source} is not a genuine CIFAR archive: a pickle in it calls {module}.{name}, "
-                            f"which was refused (not run); delete it and download the official archive again")
+            raise DataError(f"{self.source} is not a genuine CIFAR archive: a pickle in it calls "
+                            f"{module}.{name}, which was refused (not run); delete it and download "
+                            "the official archive again")
         return super().find_class(module, name)
 
 
@@ -137,7 +140,8 @@ def _read_members(dataset, data_dir, members):
             raise DataError(f"{dataset} archive not found: put {archive} (from {URL + archive}) "
                             f"at {path}, or pass --data-dir to the folder that holds it")
     with tarfile.open(path, "r:gz") as tar:
-        return [_ArchiveUnpickler(tar.extractfile(f"{folder}/{m}"), path).load() for m in members], path
+        return [_ArchiveUnpickler(tar.extractfile(f"{folder}/{m}"),
+                                  path).load() for m in members], path
 
 
 @functools.lru_cache(maxsize=1)
@@ -148,7 +152,8 @@ def load_dataset(dataset="cifar100", data_dir="ml_req"):
     _, _, train_members, test_member, meta_member, _ = ARCHIVES[dataset]
     source = os.path.join(data_dir, ARCHIVES[dataset][0])
     try:
-        (meta, test, *train), source = _read_members(dataset, data_dir, [meta_member, test_member, *train_members])
+        (meta, test, *train), source = _read_members(dataset, data_dir,
+                                                     [meta_member, test_member, *train_members])
         if dataset == "cifar100":
             fine_key, fine_names, coarse_names = "fine_labels", meta["fine_label_names"], meta["coarse_label_names"]
             named = f"{len(fine_names)} fine and {len(coarse_names)} coarse classes"
@@ -161,7 +166,8 @@ def load_dataset(dataset="cifar100", data_dir="ml_req"):
             raise _malformed(source, f"its meta names {named}, not {expected}")
         members = [*zip(train_members, train), (test_member, test)]
         fine = [_labels(b, m, fine_key, nb_fine, source) for m, b in members]
-        coarse = [_labels(b, m, "coarse_labels", nb_coarse, source) for m, b in members] if nb_coarse else None
+        coarse = [_labels(b, m, "coarse_labels", nb_coarse,
+                          source) for m, b in members] if nb_coarse else None
         ds = Dataset(
             x_train=_to_images(train[0]["data"] if len(train) == 1 else np.concatenate([b["data"] for b in train])),
             y_train_fine=np.concatenate(fine[:-1]),
@@ -172,10 +178,11 @@ def load_dataset(dataset="cifar100", data_dir="ml_req"):
             fine_names=list(fine_names),
             coarse_names=list(coarse_names) if coarse else None,
         )
-    except (OSError, EOFError, KeyError, ValueError, TypeError, OverflowError, pickle.UnpicklingError,
+    except (OSError, EOFError, KeyError, ValueError, TypeError, OverflowError,
+            pickle.UnpicklingError,
             tarfile.TarError, zlib.error) as e:
-        raise DataError(f"{source} is truncated or not a {dataset} python archive ({type(e).__name__}: {e}); "
-                        f"delete it and download it again") from None
+        raise DataError(f"{source} is truncated or not a {dataset} python archive "
+                        f"({type(e).__name__}: {e}); delete it and download it again") from None
     if len(ds.x_train) != len(ds.y_train_fine) or len(ds.x_test) != len(ds.y_test_fine):
         raise DataError(f"{source} is malformed: image and label counts differ; download it again")
     return ds
@@ -233,7 +240,8 @@ def load_split(dataset="cifar100", data_dir="ml_req", validation="split", train_
     if train_subset:
         train_idx = train_idx[:train_subset]
     test = (ds.x_test, _targets(ds.y_test_fine, ds.y_test_coarse))
-    val = test if val_idx is None else (ds.x_train[val_idx], _targets(ds.y_train_fine, ds.y_train_coarse, val_idx))
+    val = test if val_idx is None else (ds.x_train[val_idx],
+                                        _targets(ds.y_train_fine, ds.y_train_coarse, val_idx))
     if len(train_idx) == len(ds.x_train):  # the whole training set: no copy
         train = (ds.x_train, _targets(ds.y_train_fine, ds.y_train_coarse))
     else:

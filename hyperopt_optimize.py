@@ -52,7 +52,8 @@ from utils import (UserError, check_writable, ctrl_c_stops, duration, load_trial
 # The others (folders, --seed, --precision, --tensorboard, verbosity, --max-evals) may change on
 # resume.
 SETTINGS = "hks_settings"
-TRIAL_MEANING = ("dataset", "validation", "epochs", "train_subset", "prune", "prune_eta", "prune_min_epochs")
+TRIAL_MEANING = ("dataset", "validation", "epochs", "train_subset", "prune", "prune_eta",
+                 "prune_min_epochs")
 # Each local trial trains in a process of its own (trial_process.py): TensorFlow keeps ~100 MB of
 # every model trained in a process. False trains them in the driver's process (tests that patch the
 # training use it).
@@ -66,13 +67,15 @@ def stale_after(text):
     value = positive_float(text)
     if value < MIN_STALE_AFTER_S:
         raise argparse.ArgumentTypeError(
-            f"{text} s would requeue healthy trials: a running trial beats every {HEARTBEAT_EVERY_S} s, give it at "
-            f"least {MIN_STALE_AFTER_S} s (default {STALE_AFTER_S})")
+            f"{text} s would requeue healthy trials: a running trial beats every "
+            f"{HEARTBEAT_EVERY_S} s, give it at least {MIN_STALE_AFTER_S} s (default "
+            f"{STALE_AFTER_S})")
     return value
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False)
     add_training_options(p)
     p.add_argument("--max-evals", type=positive_int, default=os.environ.get("HKS_MAX_EVALS"),
@@ -80,18 +83,22 @@ def parse_args(argv=None):
                         "default: run until Ctrl-C)")
     add_pruning_options(p)
     p.add_argument("--trials-file", default="results.pkl",
-                   help="pickled hyperopt trials, saved after each trial and resumed from (default %(default)s)")
+                   help="pickled hyperopt trials, saved after each trial and resumed from (default "
+                        "%(default)s)")
     p.add_argument("--mongo", metavar="URL", default=mongo_search.url_from_env(),
                    help=f"queue the trials in MongoDB at {mongo_search.URL_FORM}, for workers "
-                        "(hyperopt_worker.py) to train, instead of training them here (env MONGO_DB_HOST, "
-                        "MONGO_DB_PORT, MONGO_DB_NAME, MONGO_DB_USER, MONGO_DB_PASSWORD)")
+                        "(hyperopt_worker.py) to train, instead of training them here (env "
+                        "MONGO_DB_HOST, MONGO_DB_PORT, MONGO_DB_NAME, MONGO_DB_USER, "
+                        "MONGO_DB_PASSWORD)")
     p.add_argument("--exp-key", default=os.environ.get("EXPERIMENT_NAME") or "hks",
-                   help="name of the experiment in MongoDB; the same name resumes it (env EXPERIMENT_NAME; "
-                        "default %(default)s)")
-    p.add_argument("--stale-after", type=stale_after, default=os.environ.get("HKS_STALE_AFTER") or STALE_AFTER_S,
-                   help=f"with --mongo: requeue a running trial that sent no heartbeat (one every {HEARTBEAT_EVERY_S} "
-                        f"s) for this many seconds, at least {MIN_STALE_AFTER_S}: its worker died (env "
-                        "HKS_STALE_AFTER; default %(default)s)")
+                   help="name of the experiment in MongoDB; the same name resumes it (env "
+                        "EXPERIMENT_NAME; default %(default)s)")
+    p.add_argument("--stale-after", type=stale_after,
+                   default=os.environ.get("HKS_STALE_AFTER") or STALE_AFTER_S,
+                   help="with --mongo: requeue a running trial that sent no heartbeat (one every "
+                        f"{HEARTBEAT_EVERY_S} s) for this many seconds, at least "
+                        f"{MIN_STALE_AFTER_S}: its worker died (env HKS_STALE_AFTER; default "
+                        "%(default)s)")
     return p.parse_args(argv)
 
 
@@ -155,19 +162,20 @@ def run_local_search(args, settings):
     check_writable(os.path.dirname(args.trials_file), f"the search saves {args.trials_file} there: "
                    "free space or fix the folder, or pass --trials-file")
     if settings.tensorboard:
-        check_writable(TENSORBOARD_DIR, "--tensorboard logs each trial there: move what is in the way, "
-                                        "or pass --no-tensorboard")
+        check_writable(TENSORBOARD_DIR, "--tensorboard logs each trial there: move what is in the "
+                                        "way, or pass --no-tensorboard")
     lock = trials_lock(args.trials_file)
     try:
         lock.acquire(timeout=0)
     except filelock.Timeout:
-        sys.exit(f"error: another search is running on {args.trials_file} (it holds {lock.lock_file}): wait for it "
-                 f"to end or stop it; to run a second search beside it, pass it another --trials-file")
+        sys.exit(f"error: another search is running on {args.trials_file} (it holds "
+                 f"{lock.lock_file}): wait for it to end or stop it; to run a second search beside "
+                 "it, pass it another --trials-file")
     # filelock opens no symbolic link (it could truncate the file linked to), nor a folder
     except OSError as e:
         kind = "a symbolic link" if os.path.islink(lock.lock_file) else f"not a lock file ({e.strerror or e})"
-        sys.exit(f"error: {lock.lock_file} is {kind}: the search locks {args.trials_file} with that file; remove "
-                 f"it, or pass another --trials-file")
+        sys.exit(f"error: {lock.lock_file} is {kind}: the search locks {args.trials_file} with "
+                 "that file; remove it, or pass another --trials-file")
     try:
         clean_temporaries(settings.results_dir, os.path.dirname(args.trials_file) or ".")
         with ctrl_c_stops():
@@ -211,8 +219,8 @@ def check_same_search_or_exit(trials, settings, trials_file):
     shown = lambda v: "unset" if v is None else v  # noqa: E731
     what = ["another search space (search_space.SPACE changed)" if k == "space" else
             f"--{k.replace('_', '-')} {shown(stored[k])} (not {shown(now[k])})" for k in changed]
-    sys.exit(f"error: {trials_file} holds a search run with {', '.join(what)}: resume it with the same options, "
-             f"or start a new search with another --trials-file and --results-dir")
+    sys.exit(f"error: {trials_file} holds a search run with {', '.join(what)}: resume it with the "
+             "same options, or start a new search with another --trials-file and --results-dir")
 
 
 def clean_temporaries(*folders):
@@ -221,8 +229,8 @@ def clean_temporaries(*folders):
     for folder in folders:
         removed = remove_stale_temporaries(folder)
         if removed:
-            print(f"Removed {len(removed)} temporary files left in {folder} by writes killed midway: "
-                  f"{', '.join(removed[:5])}{' ...' if len(removed) > 5 else ''}")
+            print(f"Removed {len(removed)} temporary files left in {folder} by writes killed "
+                  f"midway: {', '.join(removed[:5])}{' ...' if len(removed) > 5 else ''}")
 
 
 def write_missing_result(trials, trials_file, results_dir):
@@ -234,8 +242,8 @@ def write_missing_result(trials, trials_file, results_dir):
     if "trial_id" not in result or not name or os.path.exists(result_path(results_dir, name)):
         return  # nothing missing, or a result of the classic repo, which wrote its files itself
     path = save_result(result, results_dir)
-    print(f"Trial {len(trials.trials)} was saved in {trials_file} but its result file was not written (the search "
-          f"stopped in between): wrote {path} from {trials_file}.")
+    print(f"Trial {len(trials.trials)} was saved in {trials_file} but its result file was not "
+          f"written (the search stopped in between): wrote {path} from {trials_file}.")
 
 
 def local_objective(settings):
@@ -243,7 +251,8 @@ def local_objective(settings):
     (trial_process.py)."""
     def objective(expr, memo, ctrl):
         hype_space = rec_eval(expr, memo=memo)
-        result = trial_process.train_in_process(hype_space, settings, ctrl.trials, ctrl.current_trial)
+        result = trial_process.train_in_process(hype_space, settings, ctrl.trials,
+                                                ctrl.current_trial)
         return result
     objective.fmin_pass_expr_memo_ctrl = True
     return objective
@@ -259,7 +268,8 @@ def run_trials(args, settings):
 
 
 def _run_trials(args, settings):
-    trials = load_trials(args.trials_file, "it was left untouched: move it away to start a new search, "
+    trials = load_trials(args.trials_file,
+                         "it was left untouched: move it away to start a new search, "
                                            "or pass --trials-file")
     check_same_search_or_exit(trials, settings, args.trials_file)
     split = settings.load_split()
@@ -268,8 +278,8 @@ def _run_trials(args, settings):
     raise_if_interrupted()
     found = len(trials.trials)
     todo = "until Ctrl-C" if args.max_evals is None else max(0, args.max_evals - found)
-    print(f"{settings.dataset}: training on {len(split.x_train)} images, selecting on {len(split.x_val)} "
-          f"({settings.validation}), {settings.epochs} epochs per trial.")
+    print(f"{settings.dataset}: training on {len(split.x_train)} images, selecting on "
+          f"{len(split.x_val)} ({settings.validation}), {settings.epochs} epochs per trial.")
     print(f"Found {found} saved trials in {args.trials_file}; {todo} more will run.", flush=True)
 
     # Each trial is saved to results.pkl first, then its result file is written: a stop in between
@@ -285,11 +295,13 @@ def _run_trials(args, settings):
         while args.max_evals is None or len(trials.trials) < args.max_evals:
             raise_if_interrupted()
             n = len(trials.trials) + 1
-            print(f"\n=== Trial {n}" + (f" of {args.max_evals}" if args.max_evals else "") + " ===", flush=True)
+            print(f"\n=== Trial {n}" + (f" of {args.max_evals}" if args.max_evals else "") + " ===",
+                  flush=True)
             start = time.time()
             # fmin's return value raises while every trial failed
             with contextlib.suppress(AllTrialsFailed):
-                fmin(objective, space, algo=tpe.suggest, trials=trials, max_evals=n, show_progressbar=False,
+                fmin(objective, space, algo=tpe.suggest, trials=trials, max_evals=n,
+                     show_progressbar=False,
                      # a new stream per trial, also when resumed
                      rstate=np.random.default_rng([settings.seed, n]))
             save_trials(trials, args.trials_file)
@@ -302,9 +314,10 @@ def _run_trials(args, settings):
                 errors = errors + [str(result.get("error"))] if result.get("status") != "ok" else None
             if errors and len(errors) >= SAME_FAILURES_STOP and len({e.split(":")[0] for e in errors}) == 1:
                 print(f"error: the first {len(errors)} trials of this run all failed with "
-                      f"{errors[0].split(':')[0]}, so the setup, not the hyperspaces, is wrong: {errors[-1]}. "
-                      f"Fix it, then run the same command again to resume (the failed trials are saved in "
-                      f"{args.trials_file}).".replace("\n", " "), file=sys.stderr)
+                      f"{errors[0].split(':')[0]}, so the setup, not the hyperspaces, is wrong: "
+                      f"{errors[-1]}. Fix it, then run the same command again to resume (the "
+                      f"failed trials are saved in {args.trials_file}).".replace("\n", " "),
+                      file=sys.stderr)
                 return 1
             if args.max_evals and n < args.max_evals:
                 left = (time.time() - search_start) / (n - found) * (args.max_evals - n)
@@ -316,7 +329,8 @@ def _run_trials(args, settings):
               f"{args.trials_file}: run the same command again to resume.")
         return 130
     except OSError as e:  # a write failed (a full disk): say what is saved, in one line
-        sys.exit(f"error: {e}. The search stopped: {what_is_saved(saved, n, args.trials_file, settings.results_dir)}")
+        sys.exit(f"error: {e}. The search stopped: "
+                 f"{what_is_saved(saved, n, args.trials_file, settings.results_dir)}")
     if errors:  # too few to tell the setup from the hyperspaces, but not a success either
         warn(f"every trial of this run failed ({len(errors)}), last: {errors[-1]}")
     print_best(trials, settings.results_dir)
@@ -327,11 +341,12 @@ def what_is_saved(saved, n, trials_file, results_dir):
     """What a search that stopped on a failed write at trial n has kept, and how to go on."""
     trials = f"{saved} finished trial{'' if saved == 1 else 's'}"
     if saved >= n:  # trial n is in results.pkl: its result file was not written
-        return (f"the {trials} are saved in {trials_file}, and their result files in {results_dir}/ but "
-                f"for trial {n}'s: free space, then run the same command again to resume; it writes that file "
-                f"from {trials_file}.")
-    return (f"trial {n} is lost; {trials_file} still holds the {trials} before it, and {results_dir}/ "
-            f"their result files: free space, then run the same command again to resume.")
+        return (f"the {trials} are saved in {trials_file}, and their result files in "
+                f"{results_dir}/ but for trial {n}'s: free space, then run the same command again "
+                f"to resume; it writes that file from {trials_file}.")
+    return (f"trial {n} is lost; {trials_file} still holds the {trials} before it, and "
+            f"{results_dir}/ their result files: free space, then run the same command again to "
+            "resume.")
 
 
 def run_mongo_search(args, settings):
@@ -373,7 +388,8 @@ def run_mongo_search(args, settings):
         while True:
             with contextlib.suppress(AllTrialsFailed):  # fmin looks up the best trial as it returns
                 fmin(make_objective(), space, algo=tpe.suggest, trials=trials,
-                     max_evals=args.max_evals or sys.maxsize, show_progressbar=False, return_argmin=False,
+                     max_evals=args.max_evals or sys.maxsize, show_progressbar=False,
+                     return_argmin=False,
                      # each (re)start: new points
                      rstate=np.random.default_rng([settings.seed, len(trials.trials)]),
                      early_stop_fn=after_each_poll)
@@ -383,15 +399,16 @@ def run_mongo_search(args, settings):
         trials.refresh()
 
     try:
-        mongo_search.retry_while_unreachable(search, "queueing and watching trials", args.stale_after,
+        mongo_search.retry_while_unreachable(search, "queueing and watching trials",
+                                             args.stale_after,
                                              probe=lambda: trials.handle.db.command("ping"))
     except KeyboardInterrupt:
-        print("\nInterrupted. The experiment is in MongoDB and queued trials still run on the workers: run the "
-              "same command again to resume.")
+        print("\nInterrupted. The experiment is in MongoDB and queued trials still run on the "
+              "workers: run the same command again to resume.")
         return 130
     except mongo_search.Unreachable as e:
-        sys.exit(f"error: {e}. The driver stopped; the experiment is kept in MongoDB: run the same command again "
-                 f"once MongoDB is back to resume it")
+        sys.exit(f"error: {e}. The driver stopped; the experiment is kept in MongoDB: run the same "
+                 "command again once MongoDB is back to resume it")
     print_best(trials, settings.results_dir)
     return 0
 

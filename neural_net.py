@@ -17,7 +17,8 @@ import keras
 
 STARTING_L2_REG = 0.0007  # times l2_weight_reg_mult, on every kernel
 STARTING_LR = 0.001  # times lr_rate_mult
-OPTIMIZERS = {"Adam": keras.optimizers.Adam, "Nadam": keras.optimizers.Nadam, "RMSprop": keras.optimizers.RMSprop}
+OPTIMIZERS = {"Adam": keras.optimizers.Adam, "Nadam": keras.optimizers.Nadam,
+              "RMSprop": keras.optimizers.RMSprop}
 
 
 def l2(hype_space):
@@ -104,7 +105,8 @@ def pooling(x, filters, hype_space):
 
 
 def dense(x, units, hype_space):
-    x = keras.layers.Dense(units, activation=hype_space["activation"], kernel_regularizer=l2(hype_space))(x)
+    x = keras.layers.Dense(units, activation=hype_space["activation"],
+                           kernel_regularizer=l2(hype_space))(x)
     return keras.layers.Dropout(hype_space["fc_dropout_drop_proba"])(x)
 
 
@@ -149,7 +151,8 @@ def build_model(hype_space, nb_fine=100, nb_coarse=20, input_dtype="uint8", comp
     # Heads in float32 so losses stay stable under mixed precision; L2 on them too, as in the
     # classic network.
     def head(n, name):
-        return keras.layers.Dense(n, activation="softmax", dtype="float32", kernel_regularizer=l2(hype_space),
+        return keras.layers.Dense(n, activation="softmax", dtype="float32",
+                                  kernel_regularizer=l2(hype_space),
                                   name=name)(x)
     outputs = {"fine_outputs": head(nb_fine, "fine_outputs")}
     loss_weights = {"fine_outputs": 1.0}

@@ -59,7 +59,8 @@ def is_finite(value):
 # The values the report computes with or formats, by key, and what each must be (absent or null is
 # fine).
 RESULT_TYPES = {
-    **dict.fromkeys(["fine_best_accuracy", "coarse_best_accuracy", "fine_test_accuracy", "coarse_test_accuracy",
+    **dict.fromkeys(["fine_best_accuracy", "coarse_best_accuracy", "fine_test_accuracy",
+                     "coarse_test_accuracy",
                      "train_time_s", "epochs_run", "epochs_budget"], ("a number", is_finite)),
     "trial_id": ("a whole number", lambda v: isinstance(v, int) and not isinstance(v, bool)),
     **dict.fromkeys(["model_name", "dataset", "error"], ("a string", lambda v: isinstance(v, str))),
@@ -72,7 +73,8 @@ def wrong_type(result):
     for key, (kind, ok) in RESULT_TYPES.items():
         if result.get(key) is not None and not ok(result[key]):
             return f"{key} is not {kind}"
-    for key in ("fine_best_accuracy", "coarse_best_accuracy", "fine_test_accuracy", "coarse_test_accuracy"):
+    for key in ("fine_best_accuracy", "coarse_best_accuracy", "fine_test_accuracy",
+                "coarse_test_accuracy"):
         if result.get(key) is not None and not 0 <= result[key] <= 1:
             return f"{key} is {result[key]:g}, not an accuracy from 0 to 1"
     space = result.get("space") or {}
@@ -144,7 +146,8 @@ def add_trials(trials, rows):
     for t in trials.trials:
         # the objective raised (it catches its own failures, so rarely)
         if t["state"] == JOB_STATE_ERROR:
-            result = {"status": "fail", "model_name": f"trial_{t['tid']}_error", "error": str(t["misc"].get("error"))}
+            result = {"status": "fail", "model_name": f"trial_{t['tid']}_error",
+                      "error": str(t["misc"].get("error"))}
         elif t["state"] != JOB_STATE_DONE:  # queued or running (MongoDB)
             unfinished += 1
             continue
@@ -152,7 +155,8 @@ def add_trials(trials, rows):
             result = t["result"]
         # a result the report cannot rank (an infinite accuracy, say): failed
         if why := wrong_type(result):
-            result = {"status": "fail", "model_name": f"trial_{t['tid']}_unusable", "error": f"unusable result: {why}"}
+            result = {"status": "fail", "model_name": f"trial_{t['tid']}_unusable",
+                      "error": f"unusable result: {why}"}
         done = t.get("refresh_time")
         r = row(result, trial=t["tid"], finished_at=done.timestamp() if done else 0.0)
         # a result file of the same model is the same model
@@ -174,24 +178,29 @@ def fmt(value, spec="{}"):
 
 def leaderboard(rows, top):
     """The table, best validation fine accuracy first."""
-    ranked = sorted((r for r in rows if r["val_fine"] is not None), key=lambda r: (-r["val_fine"], r["name"]))
-    titles = ["rank", "trial", "val_fine", "val_coarse", "test_fine", "test_coarse", "epochs", "time",
+    ranked = sorted((r for r in rows if r["val_fine"] is not None),
+                    key=lambda r: (-r["val_fine"], r["name"]))
+    titles = ["rank", "trial", "val_fine", "val_coarse", "test_fine", "test_coarse", "epochs",
+              "time",
               *(title for _, title, _ in KEY_HYPERPARAMETERS), "model"]
     table = [titles]
     for rank, r in enumerate(ranked[:top or None], 1):
         epochs = f"{r['pruned_at']} pruned" if r["status"] == "pruned" else fmt(r["epochs"])
         # numbered as the search prints it: from 1
         trial = None if r["trial"] is None else r["trial"] + 1
-        table.append([str(rank), fmt(trial), fmt(r["val_fine"], "{:.4f}"), fmt(r["val_coarse"], "{:.4f}"),
-                      fmt(r["test_fine"], "{:.4f}"), fmt(r["test_coarse"], "{:.4f}"), epochs, duration(r["time_s"]),
-                      *(fmt(r["space"].get(key), spec) for key, _, spec in KEY_HYPERPARAMETERS), r["name"]])
+        table.append([str(rank), fmt(trial), fmt(r["val_fine"], "{:.4f}"),
+                      fmt(r["val_coarse"], "{:.4f}"),
+                      fmt(r["test_fine"], "{:.4f}"), fmt(r["test_coarse"], "{:.4f}"), epochs,
+                      duration(r["time_s"]),
+                      *(fmt(r["space"].get(key), spec) for key, _, spec in KEY_HYPERPARAMETERS),
+                      r["name"]])
     widths = [max(len(line[i]) for line in table) for i in range(len(titles))]
     lines = ["  ".join(cell.rjust(w) if i < len(titles) - 1 else cell
                        for i, (cell, w) in enumerate(zip(line, widths))) for line in table]
     on_test = sum(r["val_on_test"] for r in ranked[:top or None])
     if on_test:
-        lines.append(f"val_* of {on_test} of these models: measured on the test set, which they were "
-                     f"selected on (the classic repo's results, and --validation test)")
+        lines.append(f"val_* of {on_test} of these models: measured on the test set, which they "
+                     "were selected on (the classic repo's results, and --validation test)")
     return lines, ranked
 
 
@@ -229,7 +238,8 @@ def plot_scatter_matrix(frame, path):
     numeric = [c for c in frame.columns if frame[c].dtype.kind in "fi"]
     n = len(numeric)
     fig = plt.figure(figsize=(1.1 * n + 1, 1.1 * n + 1))
-    grid = fig.add_gridspec(n, n, left=0.12, bottom=0.11, right=0.99, top=0.97, wspace=0.05, hspace=0.05)
+    grid = fig.add_gridspec(n, n, left=0.12, bottom=0.11, right=0.99, top=0.97, wspace=0.05,
+                            hspace=0.05)
     # Points grouped by accuracy quartile, best drawn last: one marker set per group draws many
     # times faster than one colour per point, and thousands of models in a hundred panels stay
     # seconds.
@@ -243,7 +253,8 @@ def plot_scatter_matrix(frame, path):
                 ax.hist(frame[x].dropna(), bins=15, color="grey")
             else:
                 for q in range(4):
-                    ax.plot(frame[x][quartile == q], frame[y][quartile == q], "o", ms=3, mew=0, color=colours[q])
+                    ax.plot(frame[x][quartile == q], frame[y][quartile == q], "o", ms=3, mew=0,
+                            color=colours[q])
             # Tick labels on the outer panels only: over a hundred labelled axes would be
             # unreadable.
             ax.tick_params(labelsize=5, length=2)
@@ -257,9 +268,10 @@ def plot_scatter_matrix(frame, path):
                 ax.set_ylabel(y, rotation=0, ha="right", va="center", fontsize=7)
     handles = [plt.Line2D([], [], ls="", marker="o", color=colours[q], label=label)
                for q, label in zip((3, 2, 1, 0), ("best 25%", "50-75%", "25-50%", "worst 25%"))]
-    fig.legend(handles=handles, title=f"{ACCURACY}", loc="upper right", bbox_to_anchor=(0.97, 0.9), fontsize=10)
-    fig.suptitle(f"Hyperparameters of {len(frame)} models, pairwise (an absent block is 0; histograms on the "
-                 f"diagonal)", fontsize=11)
+    fig.legend(handles=handles, title=f"{ACCURACY}", loc="upper right", bbox_to_anchor=(0.97, 0.9),
+               fontsize=10)
+    fig.suptitle(f"Hyperparameters of {len(frame)} models, pairwise (an absent block is 0; "
+                 "histograms on the diagonal)", fontsize=11)
     return save_figure(fig, path, dpi=72)
 
 
@@ -269,7 +281,8 @@ def plot_accuracy_vs_hyperparameters(frame, trial_rank, path):
     keys = [c for c in frame.columns if c != ACCURACY]
     ncols = 5
     nrows = math.ceil(len(keys) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.4 * nrows), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.4 * nrows), sharey=True,
+                             squeeze=False)
     # spreads the points of one choice
     jitter = np.random.default_rng(0).uniform(-0.15, 0.15, len(frame))
     for ax, key in zip(axes.flat, keys):
@@ -290,7 +303,8 @@ def plot_accuracy_vs_hyperparameters(frame, trial_rank, path):
         ax.axis("off")
     for ax in axes[:, 0]:
         ax.set_ylabel(ACCURACY, fontsize=8)
-    fig.suptitle(f"{ACCURACY} against each hyperparameter, {len(frame)} models (colour: trial order, dark = early)")
+    fig.suptitle(f"{ACCURACY} against each hyperparameter, {len(frame)} models (colour: trial "
+                 "order, dark = early)")
     fig.tight_layout()
     return save_figure(fig, path, dpi=72)
 
@@ -308,8 +322,10 @@ def plot_history(runs, path):
     trial ran, and for a pruned trial the epoch where it was stopped (its budget dashed)."""
     x = np.arange(1, len(runs) + 1)
     accuracy = np.array([np.nan if r["val_fine"] is None else r["val_fine"] for r in runs])
-    fig, (ax, below) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
-    for status, style in (("ok", dict(color="tab:blue", marker="o")), ("pruned", dict(color="grey", marker="o")),
+    fig, (ax, below) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True,
+                                    gridspec_kw={"height_ratios": [2, 1]})
+    for status, style in (("ok", dict(color="tab:blue", marker="o")),
+                          ("pruned", dict(color="grey", marker="o")),
                           ("failed", dict(color="tab:red", marker="x"))):
         where = np.array([r["status"] == status for r in runs])
         if where.any():
@@ -327,18 +343,22 @@ def plot_history(runs, path):
     below.bar(x[~pruned], epochs[~pruned], color="tab:blue", width=0.8, label="ran its budget")
     if pruned.any():
         budget = np.array([r["budget"] or r["epochs"] or 0 for r in runs])
-        below.bar(x[pruned], budget[pruned], color="none", edgecolor="grey", linestyle="--", width=0.8,
+        below.bar(x[pruned], budget[pruned], color="none", edgecolor="grey", linestyle="--",
+                  width=0.8,
                   label="budget")
-        below.bar(x[pruned], epochs[pruned], color="grey", width=0.8, label="stopped by pruning at that epoch")
+        below.bar(x[pruned], epochs[pruned], color="grey", width=0.8,
+                  label="stopped by pruning at that epoch")
         for xi, e in zip(x[pruned], epochs[pruned]):
             below.annotate(str(e), (xi, e), ha="center", va="bottom", fontsize=6)
     trained, n_pruned, saved = pruning_savings(runs)
     below.set_title(f"Epochs each trial ran: {trained} in all" +
-                    (f"; pruning stopped {n_pruned} trials, saving {saved} epochs" if n_pruned else ""), fontsize=9)
+                    (f"; pruning stopped {n_pruned} trials, saving {saved} "
+                     "epochs" if n_pruned else ""), fontsize=9)
     below.set_xlabel("trial (in the order they ran)")
     below.set_ylabel("epochs")
     below.yaxis.set_major_locator(MaxNLocator(integer=True))
-    below.set_ylim(0, max(epochs.max(initial=0), max((r["budget"] or 0 for r in runs), default=0), 1) * 1.4)
+    below.set_ylim(0, max(epochs.max(initial=0), max((r["budget"] or 0 for r in runs), default=0),
+                          1) * 1.4)
     below.legend(loc="upper left", fontsize=7, ncol=3)
     fig.tight_layout()
     return save_figure(fig, path, dpi=80)
@@ -350,9 +370,11 @@ def write_figures(rows, folder):
     runs = sorted(rows, key=run_order)
     finished = [r for r in runs if r["val_fine"] is not None]
     frame = hyperparameter_frame(finished)
-    figures = [("hyperparameters_scatter_matrix.png", lambda path: plot_scatter_matrix(frame, path)),
+    figures = [("hyperparameters_scatter_matrix.png",
+                lambda path: plot_scatter_matrix(frame, path)),
                ("accuracy_vs_hyperparameters.png",
-                lambda path: plot_accuracy_vs_hyperparameters(frame, np.arange(len(finished)), path)),
+                lambda path: plot_accuracy_vs_hyperparameters(frame, np.arange(len(finished)),
+                                                              path)),
                ("search_history.png", lambda path: plot_history(runs, path))]
     for name, draw in figures:
         path = os.path.join(folder, name)
@@ -371,7 +393,8 @@ def draw_models(best, folder):
     from trial import try_draw_model
     from search_space import DEMO_SPACE
     drawn = True
-    for name, space, dataset in (("model_demo.png", DEMO_SPACE, "cifar100"), ("model_best.png", best["space"],
+    for name, space, dataset in (("model_demo.png", DEMO_SPACE, "cifar100"),
+                                 ("model_best.png", best["space"],
                                                                             best["dataset"])):
         path = os.path.join(folder, name)
         if try_draw_model(space, path, dataset):
@@ -382,20 +405,25 @@ def draw_models(best, folder):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False)
-    p.add_argument("--results-dir", default="results", help="folder of the result files (default %(default)s)")
+    p.add_argument("--results-dir", default="results",
+                   help="folder of the result files (default %(default)s)")
     p.add_argument("--trials-file", default="results.pkl",
                    help="pickled trials of the search, read where it exists (default %(default)s)")
     p.add_argument("--mongo", metavar="URL", help="read the trials from MongoDB instead, e.g. "
-                                                  "mongo://localhost:27017/hks/jobs (with --exp-key)")
+                                                  "mongo://localhost:27017/hks/jobs (with "
+                                                  "--exp-key)")
     p.add_argument("--exp-key", help="the experiment's name in MongoDB")
-    p.add_argument("--top", type=int, default=20, help="rows of the leaderboard, 0 for all (default %(default)s)")
+    p.add_argument("--top", type=int, default=20,
+                   help="rows of the leaderboard, 0 for all (default %(default)s)")
     p.add_argument("--tensorboard", nargs="?", const=tensorboard_runs.DEFAULT_DIR, metavar="DIR",
-                   help="also write each trial as a run of TensorBoard's HParams dashboard into DIR "
-                        "(default %(const)s); rerun it to add new trials (tensorboard_runs.py)")
+                   help="also write each trial as a run of TensorBoard's HParams dashboard into "
+                        "DIR (default %(const)s); rerun it to add new trials (tensorboard_runs.py)")
     p.add_argument("--models", action="store_true",
-                   help="also draw model_demo.png and model_best.png (imports Keras: a few seconds more)")
+                   help="also draw model_demo.png and model_best.png (imports Keras: a few seconds "
+                        "more)")
     args = p.parse_args(argv)
     if bool(args.mongo) != bool(args.exp_key):
         p.error("--mongo and --exp-key go together")
@@ -415,7 +443,8 @@ def report(args):
     status."""
     stale = remove_stale_temporaries(args.results_dir)
     if stale:
-        print(f"Removed {len(stale)} temporary files left by writes killed midway: {', '.join(stale[:5])}")
+        print(f"Removed {len(stale)} temporary files left by writes killed midway: "
+              f"{', '.join(stale[:5])}")
     rows, unreadable = read_result_files(args.results_dir)
     sources = [f"{args.results_dir}/"]
     trials = None
@@ -424,7 +453,8 @@ def report(args):
         sources.append(f"{mongo_search.shown(args.mongo)} ({args.exp_key})")
     elif os.path.exists(args.trials_file):
         trials = load_trials(args.trials_file,
-                             "pass --trials-file, or move it away to report on the result files alone")
+                             "pass --trials-file, or move it away to report on the result files "
+                             "alone")
         sources.append(args.trials_file)
     unfinished, orphans = add_trials(trials, rows) if trials is not None else (0, [])
     rows = list(rows.values())
@@ -436,31 +466,34 @@ def report(args):
 
     counts = collections.Counter(r["status"] for r in rows)
     lines, ranked = leaderboard(rows, args.top)
-    print(f"{' and '.join(sources)}: {len(rows)} models, {counts['ok']} ok, {counts['pruned']} pruned, "
-          f"{counts['failed']} failed" + (f"; {unfinished} trials queued or running" if unfinished else ""))
+    print(f"{' and '.join(sources)}: {len(rows)} models, {counts['ok']} ok, {counts['pruned']} "
+          f"pruned, {counts['failed']} "
+          "failed" + (f"; {unfinished} trials queued or running" if unfinished else ""))
     trained, n_pruned, saved = pruning_savings(rows)
     if trained:
         budgets = trained + saved
-        print(f"Epochs trained: {trained}" + (f"; pruning stopped {n_pruned} trials early and saved {saved} epochs "
-                                              f"({saved / budgets:.1%} of their budgets' {budgets})" if n_pruned else
+        print(f"Epochs trained: {trained}" + (f"; pruning stopped {n_pruned} trials early and "
+                                              f"saved {saved} epochs ({saved / budgets:.1%} of "
+                                              f"their budgets' {budgets})" if n_pruned else
                                               "; none pruned"))
     if unreadable:
         print(f"{len(unreadable)} unreadable result files skipped: {', '.join(unreadable[:5])}")
     if orphans:
-        print(f"{len(orphans)} result files of interrupted runs not counted (their trial ran again, saved in the "
-              f"trials): {', '.join(orphans[:5])}")
+        print(f"{len(orphans)} result files of interrupted runs not counted (their trial ran "
+              f"again, saved in the trials): {', '.join(orphans[:5])}")
     if counts["failed"]:
         errors = collections.Counter((r["error"] or "unknown").split(":")[0] for r in rows if r["status"] == "failed")
         print("Failed: " + ", ".join(f"{n} {error}" for error, n in errors.most_common()))
     if not ranked:
         print("No model has finished successfully yet.")
         return 0
-    print(f"\nBy best validation fine accuracy (test: the selected weights, scored once on the test set; "
-          f"top {min(len(ranked), args.top or len(ranked))} of {len(ranked)}):")
+    print("\nBy best validation fine accuracy (test: the selected weights, scored once on the test "
+          f"set; top {min(len(ranked), args.top or len(ranked))} of {len(ranked)}):")
     print("\n".join(lines) + "\n")
     best = ranked[0]
     if best["file"]:
-        print(f"Best: {best['file']}; retrain it for the full budget: python3 train.py --space {best['file']}")
+        print(f"Best: {best['file']}; retrain it for the full budget: python3 train.py --space "
+              f"{best['file']}")
     drawn = True
     for path, why in write_figures(rows, args.results_dir):
         if why is None:

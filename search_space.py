@@ -38,7 +38,8 @@ class Range:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return False
         low, high = self.bounds()
-        on_step = self.q is None or math.isclose(value / self.q, round(value / self.q), abs_tol=1e-6)
+        on_step = self.q is None or math.isclose(value / self.q, round(value / self.q),
+                                                 abs_tol=1e-6)
         return low - 1e-9 <= value <= high + 1e-9 and on_step
 
     def __str__(self):
@@ -85,7 +86,8 @@ SPACE = {
     "use_BN": Choice("use_BN", (False, True)),
     # a 16-filter conv of this kernel
     "first_conv": Choice("first_conv", (None, Choice("first_conv_size", (3, 4)))),
-    "residual": Choice("residual", (None, Range("quniform", "residual_units", 1 - 0.499, 4 + 0.499, 1))),  # units
+    "residual": Choice("residual", (None, Range("quniform", "residual_units", 1 - 0.499, 4 + 0.499,
+                                                1))),  # units
     # 40 * this first filters
     "conv_hiddn_units_mult": Range("loguniform", "conv_hiddn_units_mult", -0.6, 0.6),
     "nb_conv_pool_layers": Choice("nb_conv_pool_layers", (2, 3)),
@@ -104,17 +106,22 @@ space = {key: what.hp() for key, what in SPACE.items()}  # what hyperopt's fmin 
 CLASSIC_BEST_SPACE = {
     "activation": "elu", "batch_size": 320.0, "coarse_labels_weight": 0.3067103474295116,
     "conv_dropout_drop_proba": 0.25923531175521264, "conv_hiddn_units_mult": 1.5958302613876916,
-    "conv_kernel_size": 3.0, "conv_pool_res_start_idx": 0.0, "fc_dropout_drop_proba": 0.4322253354921089,
-    "fc_units_1_mult": 1.3083964454436132, "first_conv": 3, "l2_weight_reg_mult": 0.41206755600055983,
-    "lr_rate_mult": 0.6549347353077412, "nb_conv_pool_layers": 3, "one_more_fc": None, "optimizer": "Nadam",
+    "conv_kernel_size": 3.0, "conv_pool_res_start_idx": 0.0,
+    "fc_dropout_drop_proba": 0.4322253354921089,
+    "fc_units_1_mult": 1.3083964454436132, "first_conv": 3,
+    "l2_weight_reg_mult": 0.41206755600055983,
+    "lr_rate_mult": 0.6549347353077412, "nb_conv_pool_layers": 3, "one_more_fc": None,
+    "optimizer": "Nadam",
     "pooling_type": "avg", "res_conv_kernel_size": 2.0, "residual": 3.0, "use_BN": True,
 }
 
 # The classic demo hyperspace (model_demo.png): every optional block switched on.
 DEMO_SPACE = {
-    "activation": "elu", "batch_size": 300.0, "coarse_labels_weight": 0.2, "conv_dropout_drop_proba": 0.175,
+    "activation": "elu", "batch_size": 300.0, "coarse_labels_weight": 0.2,
+    "conv_dropout_drop_proba": 0.175,
     "conv_hiddn_units_mult": 1.0, "conv_kernel_size": 3.0, "conv_pool_res_start_idx": 0.0,
-    "fc_dropout_drop_proba": 0.3, "fc_units_1_mult": 1.0, "first_conv": 4, "l2_weight_reg_mult": 1.0,
+    "fc_dropout_drop_proba": 0.3, "fc_units_1_mult": 1.0, "first_conv": 4,
+    "l2_weight_reg_mult": 1.0,
     "lr_rate_mult": 1.0, "nb_conv_pool_layers": 3, "one_more_fc": 1.0, "optimizer": "Nadam",
     "pooling_type": "inception", "res_conv_kernel_size": 3.0, "residual": 4.0, "use_BN": True,
 }
@@ -157,13 +164,14 @@ def check_hyperspace(hype_space):
     Returns one line for each value outside the search's range (the caller shows them as warnings).
     """
     if not isinstance(hype_space, dict):
-        raise HyperspaceError(f"a hyperspace is a JSON object of the {len(SPACE)} keys of the search space, "
-                              f"not {type(hype_space).__name__}")
+        raise HyperspaceError(f"a hyperspace is a JSON object of the {len(SPACE)} keys of the "
+                              f"search space, not {type(hype_space).__name__}")
     missing = [k for k in SPACE if k not in hype_space]
     unknown = [k for k in hype_space if k not in SPACE]
     if missing or unknown:
         raise HyperspaceError("hyperspace " + "; ".join(
-            ([f"lacks {', '.join(missing)}"] if missing else []) + ([f"has unknown {_few(unknown)}"] if unknown
+            ([f"lacks {', '.join(missing)}"] if missing else []) + (["has unknown "
+                                                                     f"{_few(unknown)}"] if unknown
                                                                     else [])) + " (see search_space.SPACE)")
     outside = []
     for key, what in SPACE.items():
@@ -177,7 +185,8 @@ def check_hyperspace(hype_space):
             outside.append(f"{key} is {shown}, outside the search's range ({what})")
         else:
             can = f"; outside that range it must be {must}" if must else ""
-            raise HyperspaceError(f"hyperspace key {key!r} is {shown}: the search draws {what}{can}")
+            raise HyperspaceError(f"hyperspace key {key!r} is {shown}: the search draws "
+                                  f"{what}{can}")
     return outside
 
 

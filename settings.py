@@ -114,24 +114,29 @@ def add_training_options(p):
     p.add_argument("--epochs", type=positive_int, default=env("HKS_EPOCHS", DEFAULTS.epochs),
                    help="epochs per trial (env HKS_EPOCHS; default %(default)s)")
     p.add_argument("--dataset", choices=sorted(ARCHIVES), default=DEFAULTS.dataset,
-                   help="cifar100 (fine + coarse heads) or cifar10 (fine head only; default %(default)s)")
+                   help="cifar100 (fine + coarse heads) or cifar10 (fine head only; default "
+                        "%(default)s)")
     p.add_argument("--data-dir", default=env("HKS_DATA_DIR", DEFAULTS.data_dir),
-                   help="folder holding the dataset archive (env HKS_DATA_DIR; default %(default)s)")
+                   help="folder holding the dataset archive (env HKS_DATA_DIR; default "
+                        "%(default)s)")
     p.add_argument("--train-subset", type=positive_int, default=env("HKS_TRAIN_SUBSET"),
-                   help="train on this many training images only, for quick runs (env HKS_TRAIN_SUBSET)")
+                   help="train on this many training images only, for quick runs (env "
+                        "HKS_TRAIN_SUBSET)")
     p.add_argument("--validation", choices=["split", "test"], default=DEFAULTS.validation,
-                   help="select models on 5,000 held-out training images (split, default) or on the "
-                        "test set as the classic repo did (test)")
+                   help="select models on 5,000 held-out training images (split, default) or on "
+                        "the test set as the classic repo did (test)")
     p.add_argument("--results-dir", default=DEFAULTS.results_dir,
                    help="folder for the per-model JSON files (default %(default)s)")
     p.add_argument("--seed", type=seed, default=DEFAULTS.seed,
                    help="seed of TPE and of weight initialization (default %(default)s)")
-    p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=DEFAULTS.tensorboard,
-                   help="log each model's epochs to TensorBoard/<model name>/ (make tensorboard shows them; "
-                        "default: %(default)s)")
+    p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction,
+                   default=DEFAULTS.tensorboard,
+                   help="log each model's epochs to TensorBoard/<model name>/ (make tensorboard "
+                        "shows them; default: %(default)s)")
     p.add_argument("--precision", choices=PRECISIONS, default=DEFAULTS.precision,
-                   help="float32, or mixed precision (float32 weights, float16 or bfloat16 math); auto: mixed "
-                        "on GPUs and TPUs that compute it natively, float32 on CPUs (default %(default)s)")
+                   help="float32, or mixed precision (float32 weights, float16 or bfloat16 math); "
+                        "auto: mixed on GPUs and TPUs that compute it natively, float32 on CPUs "
+                        "(default %(default)s)")
 
 
 def prune_rule(text):
@@ -148,20 +153,24 @@ def add_pruning_options(p):
     """The stopping rule of the search (only the search prunes: train.py trains its one model to the
     end)."""
     env = os.environ.get
-    p.add_argument("--prune", type=prune_rule, choices=PRUNE_RULES, default=env("HKS_PRUNE", DEFAULTS.prune),
+    p.add_argument("--prune", type=prune_rule, choices=PRUNE_RULES,
+                   default=env("HKS_PRUNE", DEFAULTS.prune),
                    help="auto: curve where trials select on 2,000 validation images or more (the "
-                        "default split has 5,000), median on fewer, where epoch-to-epoch noise would pass for "
-                        "a bending curve; asha: asynchronous successive halving: at rungs of "
-                        "--prune-min-epochs x --prune-eta**k epochs, only the top 1/eta of the trials that reached "
-                        "the rung go on; curve: stop a "
-                        "trial once its learning curve, each doubling of epochs gaining at most 1/sqrt(2) of "
-                        "the one before, cannot reach the best accuracy any trial reached; median: stop a "
-                        "trial after its warm-up once its best validation accuracy is below the median of the "
-                        "trials run to the end, at the same epoch; none: train every trial for --epochs "
-                        "(env HKS_PRUNE; default %(default)s)")
-    p.add_argument("--prune-eta", type=int_from_two, default=env("HKS_PRUNE_ETA", DEFAULTS.prune_eta),
-                   help="asha: the top 1/eta of the trials at a rung go on, and rungs are eta times apart "
-                        "(env HKS_PRUNE_ETA; default %(default)s)")
+                        "default split has 5,000), median on fewer, where epoch-to-epoch noise "
+                        "would pass for a bending curve; asha: asynchronous successive halving: at "
+                        "rungs of --prune-min-epochs x --prune-eta**k epochs, only the top 1/eta "
+                        "of the trials that reached the rung go on; curve: stop a "
+                        "trial once its learning curve, each doubling of epochs gaining at most "
+                        "1/sqrt(2) of the one before, cannot reach the best accuracy any trial "
+                        "reached; median: stop a trial after its warm-up once its best validation "
+                        "accuracy is below the median of the trials run to the end, at the same "
+                        "epoch; none: train every trial for --epochs (env HKS_PRUNE; default "
+                        "%(default)s)")
+    p.add_argument("--prune-eta", type=int_from_two,
+                   default=env("HKS_PRUNE_ETA", DEFAULTS.prune_eta),
+                   help="asha: the top 1/eta of the trials at a rung go on, and rungs are eta "
+                        "times apart (env HKS_PRUNE_ETA; default %(default)s)")
     p.add_argument("--prune-min-epochs", type=positive_int,
                    default=env("HKS_PRUNE_MIN_EPOCHS", DEFAULTS.prune_min_epochs),
-                   help="asha: epochs of the first rung (env HKS_PRUNE_MIN_EPOCHS; default %(default)s)")
+                   help="asha: epochs of the first rung (env HKS_PRUNE_MIN_EPOCHS; default "
+                        "%(default)s)")

@@ -31,8 +31,8 @@ TRIAL_FILE = "events.out.tfevents.hks-trial"
 CURVES_FILE = "events.out.tfevents.hks-curves"
 STATUSES = ("ok", "pruned", "failed")
 ABSENT = 0.0  # an absent block (first_conv, residual, one_more_fc of null), as report.py plots it
-VAL_NOTE = ("the classic repo's results, and searches run with --validation test, measured it on the "
-            "test set (column selected_on)")
+VAL_NOTE = ("the classic repo's results, and searches run with --validation test, measured it on "
+            "the test set (column selected_on)")
 # (tag of the run's one-point scalar, row key or result key, display name, description)
 METRICS = [
     ("trial/val_fine_accuracy", "val_fine", "val fine accuracy",
@@ -43,9 +43,11 @@ METRICS = [
      "The selected weights scored once on the test set (not recorded in classic results)."),
     ("trial/test_coarse_accuracy", "test_coarse", "test coarse accuracy",
      "The selected weights scored once on the test set (not recorded in classic results)."),
-    ("trial/epochs_run", "epochs", "epochs run", "Epochs trained (fewer than the budget when pruned)."),
+    ("trial/epochs_run", "epochs", "epochs run",
+     "Epochs trained (fewer than the budget when pruned)."),
     ("trial/train_time_s", "time_s", "training time (s)", "Seconds of training."),
-    ("trial/parameters", "nb_params", "parameters", "Parameters of the model (not in classic results)."),
+    ("trial/parameters", "nb_params", "parameters",
+     "Parameters of the model (not in classic results)."),
 ]
 
 
@@ -57,8 +59,8 @@ def _tensorboard():
         from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2, summary_v2
         from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import crc32c
     except ImportError as e:
-        raise ImportError(f"writing TensorBoard runs needs the tensorboard package, not TensorFlow (pip install "
-                          f"tensorboard): {e}") from e
+        raise ImportError("writing TensorBoard runs needs the tensorboard package, not TensorFlow "
+                          f"(pip install tensorboard): {e}") from e
     try:  # the same checksum in C: writing 3,000 runs takes half the time
         from google_crc32c import value as crc32c
     except ImportError:
@@ -105,10 +107,12 @@ def experiment_hparams(summary_v2):
         f"{what.kind}: {what}" if isinstance(what, Range) else f"{what}" + " (0: absent)" * (None in _values(what))))
         for key, what in SPACE.items()]
     hparams.append(summary_v2.HParam("status", summary_v2.Discrete(list(STATUSES)),
-                                     description="ok, pruned (stopped early by the stopping rule) or failed"))
+                                     description="ok, pruned (stopped early by the stopping rule) "
+                                                 "or failed"))
     hparams.append(summary_v2.HParam("selected_on", summary_v2.Discrete(["split", "test"]),
-                                     description="the data the val accuracies were measured on: 5,000 held-out "
-                                                 "training images (split), or the test set (classic repo)"))
+                                     description="the data the val accuracies were measured on: "
+                                                 "5,000 held-out training images (split), or the "
+                                                 "test set (classic repo)"))
     return hparams
 
 
@@ -116,7 +120,8 @@ class Writer:
     """Writes the runs of one folder; built once, so the domains are computed once."""
 
     def __init__(self, folder):
-        (self.event_pb2, self.summary_pb2, self.api_pb2, self.metadata, self.plugin_data_pb2, summary_v2,
+        (self.event_pb2, self.summary_pb2, self.api_pb2, self.metadata, self.plugin_data_pb2,
+         summary_v2,
          self.crc32c) = _tensorboard()
         self.summary_v2 = summary_v2
         self.folder = folder
@@ -132,7 +137,8 @@ class Writer:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMPORARY_PREFIX, suffix="_part")
         try:
             with os.fdopen(fd, "wb") as f:
-                first = self.event_pb2.Event(wall_time=events[0].wall_time, file_version="brain.Event:2")
+                first = self.event_pb2.Event(wall_time=events[0].wall_time,
+                                             file_version="brain.Event:2")
                 f.write(b"".join(self.record(e.SerializeToString()) for e in [first, *events]))
             os.replace(tmp, os.path.join(folder, name))
         except BaseException:
@@ -194,10 +200,12 @@ class Writer:
     def _plugin_summary(self, tag, **data):
         content = self.plugin_data_pb2.HParamsPluginData(**data)
         return self.summary_pb2.Summary(value=[self.summary_pb2.Summary.Value(
-            tag=tag, metadata=self.metadata.create_summary_metadata(content), tensor=self.metadata.NULL_TENSOR)])
+            tag=tag, metadata=self.metadata.create_summary_metadata(content),
+            tensor=self.metadata.NULL_TENSOR)])
 
     def scalars(self, wall_time, step, values):
-        return self.event_pb2.Event(wall_time=wall_time, step=step, summary=self.summary_pb2.Summary(
+        return self.event_pb2.Event(wall_time=wall_time, step=step,
+                                    summary=self.summary_pb2.Summary(
             value=[self.summary_pb2.Summary.Value(tag=tag, simple_value=v) for tag, v in values]))
 
     def write_run(self, row, result):
@@ -216,7 +224,8 @@ class Writer:
                 for e in range(epochs)])
 
         space = row["space"] or {}
-        hparams = {key: hparam_value(space[key], self.domains[key]) for key in SPACE if key in space}
+        hparams = {key: hparam_value(space[key],
+                                     self.domains[key]) for key in SPACE if key in space}
         hparams = {k: v for k, v in hparams.items() if v is not None}
         hparams["status"] = row["status"]
         if row["status"] != "failed":
@@ -229,16 +238,19 @@ class Writer:
         # epochs.
         best_so_far = {tag: list(itertools.accumulate(curve, max))[:-1] for tag, curve in (
             (tag, curves.get("validation", {}).get(f"epoch_{head}_outputs_accuracy"))
-            for tag, head in (("trial/val_fine_accuracy", "fine"), ("trial/val_coarse_accuracy", "coarse")))
+            for tag, head in (("trial/val_fine_accuracy", "fine"),
+                              ("trial/val_coarse_accuracy", "coarse")))
             if tag in metrics and curve}
         events = [self.event_pb2.Event(wall_time=start, summary=self.summary_v2.hparams_pb(
             hparams, trial_id=row["name"], start_time_secs=start))]
-        events += [self.scalars(at[e], e, [(tag, c[e]) for tag, c in best_so_far.items() if e < len(c)])
+        events += [self.scalars(at[e], e,
+                                [(tag, c[e]) for tag, c in best_so_far.items() if e < len(c)])
                    for e in range(epochs - 1) if best_so_far]
         status = self.api_pb2.STATUS_FAILURE if row["status"] == "failed" else self.api_pb2.STATUS_SUCCESS
         events += [self.scalars(end, epochs - 1, list(metrics.items())),
                    self.event_pb2.Event(wall_time=end, summary=self._plugin_summary(
-                       self.metadata.SESSION_END_INFO_TAG, session_end_info=self.plugin_data_pb2.SessionEndInfo(
+                       self.metadata.SESSION_END_INFO_TAG,
+                       session_end_info=self.plugin_data_pb2.SessionEndInfo(
                            status=status, end_time_secs=end)))]
         self.write_file(run, TRIAL_FILE, events)
         return set(metrics)
@@ -323,8 +335,9 @@ def write_runs_and_say(rows, folder=DEFAULT_DIR, trials=None):
     except OSError as e:
         raise UserError(f"cannot write the TensorBoard runs in {folder}/ ({e}): free space or pass "
                         f"--tensorboard another folder") from None
-    print(f"TensorBoard: wrote {written} runs to {folder}/ in {time.time() - start:.1f} s ({kept} there already); "
-          f"see them: make tensorboard, or tensorboard --logdir {folder} --host 127.0.0.1")
+    print(f"TensorBoard: wrote {written} runs to {folder}/ in {time.time() - start:.1f} s ({kept} "
+          f"there already); see them: make tensorboard, or tensorboard --logdir {folder} --host "
+          "127.0.0.1")
 
 
 def add_trial(result, settings, folder=DEFAULT_DIR):
@@ -337,4 +350,5 @@ def add_trial(result, settings, folder=DEFAULT_DIR):
     try:
         write_runs([row], folder, {row["name"]: result})
     except (ImportError, OSError) as e:
-        warn(f"the trial's TensorBoard run was not written ({e}); report.py --tensorboard writes it later")
+        warn(f"the trial's TensorBoard run was not written ({e}); report.py --tensorboard writes "
+             "it later")

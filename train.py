@@ -39,7 +39,8 @@ def resolve_space(name, results_dir):
         try:
             loaded = load_json_file(name)
         except (OSError, ValueError) as e:
-            sys.exit(f"error: cannot read hyperspace {name!r} ({e}): pass best, classic_best, demo or a JSON file"
+            sys.exit(f"error: cannot read hyperspace {name!r} ({e}): pass best, classic_best, demo "
+                     "or a JSON file"
                      .replace("\n", " "))
     # a result file, of this repo or of the classic one
     if isinstance(loaded, dict) and "space" in loaded:
@@ -66,10 +67,12 @@ def saved_files(failed_path):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False)
     p.add_argument("--space", default="best",
-                   help="best (of results/, default), classic_best, demo, or a JSON file: a result file or a space")
+                   help="best (of results/, default), classic_best, demo, or a JSON file: a result "
+                        "file or a space")
     add_training_options(p)
     p.set_defaults(tensorboard=True)  # one long run: worth watching
     args = p.parse_args(argv)
@@ -85,11 +88,13 @@ def train_and_save(hype_space, settings):
     """Train hype_space to the end, save the model and its result file; the exit status."""
     from trial import run_trial, save_model_files  # Keras loads here
 
-    check_writable(settings.results_dir, "train.py writes the model and its result file there: free "
-                                         "space or fix the folder, or pass --results-dir another folder")
+    check_writable(settings.results_dir,
+                   "train.py writes the model and its result file there: free "
+                                         "space or fix the folder, or pass --results-dir another "
+                                         "folder")
     if settings.tensorboard:
-        check_writable(TENSORBOARD_DIR, "train.py logs the training there: move what is in the way, or "
-                                        "pass --no-tensorboard")
+        check_writable(TENSORBOARD_DIR, "train.py logs the training there: move what is in the "
+                                        "way, or pass --no-tensorboard")
     settings.load_split()
     result, model = run_trial(hype_space, settings)
     try:
@@ -98,12 +103,14 @@ def train_and_save(hype_space, settings):
         save_result(result, settings.results_dir)
     # a write failed after training (a full disk): say what is saved, in one line
     except OSError as e:
-        sys.exit(f"error: {e}. The trained model's files are not all saved: {saved_files(e.filename)}")
+        sys.exit(f"error: {e}. The trained model's files are not all saved: "
+                 f"{saved_files(e.filename)}")
     summary = {k: v for k, v in result.items() if k not in ("history", "traceback")}
     print_json(summary)
     if result["status"] == "ok":
         print(f"Saved {result['model_file']} and {result['weights_file']}" +
-              (f"; make tensorboard shows {result['tensorboard_dir']}" if "tensorboard_dir" in result else ""))
+              ("; make tensorboard shows "
+               f"{result['tensorboard_dir']}" if "tensorboard_dir" in result else ""))
     return 0 if result["status"] == "ok" else 1
 
 

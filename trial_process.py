@@ -52,7 +52,8 @@ def call_in_process(function, *args, poll_s=0.2):
     (utils.INTERRUPTED): the process is ended first."""
     _importable_in_server()
     receive, send = _context.Pipe(duplex=False)
-    process = _context.Process(target=_call, args=(send, function, args), name="hks-trial", daemon=True)
+    process = _context.Process(target=_call, args=(send, function, args), name="hks-trial",
+                               daemon=True)
     process.start()
     send.close()  # the new process holds the other end: if it dies, recv sees the pipe closed
     try:
@@ -67,7 +68,9 @@ def call_in_process(function, *args, poll_s=0.2):
             process.join()
             code = process.exitcode
             how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with {code}"
-            raise ProcessDied(f"its process {how}" + (" (out of memory?)" if code == -signal.SIGKILL else "")) from None
+            raise ProcessDied("its process "
+                              f"{how}" + (" (out of "
+                                          "memory?)" if code == -signal.SIGKILL else "")) from None
     finally:
         receive.close()
         if process.is_alive():

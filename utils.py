@@ -57,7 +57,8 @@ def atomic_file(path):
     tmp = None
     try:
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMPORARY_PREFIX, suffix="_" + os.path.basename(path))
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMPORARY_PREFIX,
+                                   suffix="_" + os.path.basename(path))
         os.close(fd)
         umask = os.umask(0)
         os.umask(umask)
@@ -176,7 +177,8 @@ def non_finite(value, where=""):
     or None."""
     if isinstance(value, float) and not math.isfinite(value):
         return where or "value"
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    items = value.items() if isinstance(value,
+                                        dict) else enumerate(value) if isinstance(value, list) else ()
     for key, item in items:
         found = non_finite(item, f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}".lstrip("."))
         if found:
@@ -238,7 +240,8 @@ def load_trials(path, advice):
         if not isinstance(trials, Trials):
             raise TypeError(f"it holds a {type(trials).__name__}, not hyperopt Trials")
     except Exception as e:  # noqa: BLE001 -- any unreadable pickle gets the same advice
-        raise UserError(f"{path} is not a readable trials file ({type(e).__name__}: {e}); {advice}") from None
+        raise UserError(f"{path} is not a readable trials file ({type(e).__name__}: {e}); "
+                        f"{advice}") from None
     trials.refresh()
     return trials
 

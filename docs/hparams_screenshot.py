@@ -34,7 +34,8 @@ BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
 def start_tensorboard(logdir, log, timeout_s=120):
     """TensorBoard on a free port of 127.0.0.1: (process, its URL)."""
-    process = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", logdir, "--host",
+    process = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", logdir,
+                                "--host",
                                 "127.0.0.1", "--port", "0"], stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + timeout_s
     while time.time() < deadline and process.poll() is None:
@@ -58,13 +59,16 @@ def stop(process):
 
 def wait_for_trials(url, expected, timeout_s=120):
     """Until the hparams plugin lists `expected` trials (TensorBoard loads the runs in turns)."""
-    request = json.dumps({"experimentName": "", "startIndex": 0, "sliceSize": 100000, "colParams": [],
+    request = json.dumps({"experimentName": "", "startIndex": 0, "sliceSize": 100000,
+                          "colParams": [],
                           "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE",
                                               "STATUS_RUNNING"]}).encode()
     deadline = time.time() + timeout_s
     while True:
-        post = urllib.request.Request(url + "/data/plugin/hparams/session_groups", data=request, method="POST",
-                                      headers={"Content-Type": "application/json", "X-XSRF-Protected": "1"})
+        post = urllib.request.Request(url + "/data/plugin/hparams/session_groups", data=request,
+                                      method="POST",
+                                      headers={"Content-Type": "application/json",
+                                               "X-XSRF-Protected": "1"})
         with urllib.request.urlopen(post, timeout=30) as response:
             listed = json.load(response)["totalSize"]
         if listed >= expected or time.time() > deadline:
@@ -106,39 +110,46 @@ def screenshot(browser, url, path, expected_lines, width, height):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results-dir", default="results")
     p.add_argument("--trials-file", default="results.pkl")
     p.add_argument("--out", default=os.path.join("docs", "hparams_parallel_coordinates.png"))
-    p.add_argument("--width", type=int, default=3000, help="window width in pixels (default %(default)s)")
-    p.add_argument("--height", type=int, default=1100, help="window height in pixels (default %(default)s)")
+    p.add_argument("--width", type=int, default=3000,
+                   help="window width in pixels (default %(default)s)")
+    p.add_argument("--height", type=int, default=1100,
+                   help="window height in pixels (default %(default)s)")
     args = p.parse_args()
     browser = next(filter(None, map(shutil.which, BROWSERS)), None)
     if browser is None:
-        sys.exit("error: no chromium here: apt-get install chromium (Debian, Ubuntu), then pip install playwright")
+        sys.exit("error: no chromium here: apt-get install chromium (Debian, Ubuntu), then pip "
+                 "install playwright")
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
         sys.exit(f"error: pip install playwright (it drives {browser}; nothing else is downloaded)")
 
     rows, _ = report.read_result_files(args.results_dir)
-    trials = load_trials(args.trials_file, "pass --trials-file") if os.path.exists(args.trials_file) else None
+    trials = load_trials(args.trials_file,
+                         "pass --trials-file") if os.path.exists(args.trials_file) else None
     if trials is not None:
         report.add_trials(trials, rows)
     rows = list(rows.values())
     if not rows:
         sys.exit(f"error: no results in {args.results_dir}/: pass --results-dir")
     drawable = sum(r["status"] != "failed" for r in rows)  # a failed trial has no metric to draw
-    with tempfile.TemporaryDirectory() as logdir, open(os.path.join(logdir, "tensorboard.log"), "w") as log:
-        tensorboard_runs.write_runs(rows, os.path.join(logdir, "runs"), tensorboard_runs.trial_results(trials))
+    with tempfile.TemporaryDirectory() as logdir, open(os.path.join(logdir, "tensorboard.log"),
+                                                       "w") as log:
+        tensorboard_runs.write_runs(rows, os.path.join(logdir, "runs"),
+                                    tensorboard_runs.trial_results(trials))
         process, url = start_tensorboard(os.path.join(logdir, "runs"), log)
         try:
             listed = wait_for_trials(url, len(rows))
             drawn = screenshot(browser, url, args.out, drawable, args.width, args.height)
         finally:
             stop(process)
-    print(f"{args.out}: TensorBoard lists {listed} of {len(rows)} trials; the parallel coordinates draw {drawn} "
-          f"({drawable} have metrics)")
+    print(f"{args.out}: TensorBoard lists {listed} of {len(rows)} trials; the parallel coordinates "
+          f"draw {drawn} ({drawable} have metrics)")
 
 
 if __name__ == "__main__":
