@@ -57,7 +57,8 @@ class Dataset:
 
 def _to_images(rows):
     """(N, 3072) channels-first rows -> (N, 32, 32, 3) uint8, the one copy made at load time."""
-    return np.ascontiguousarray(np.asarray(rows, dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+    return np.ascontiguousarray(np.asarray(rows, dtype=np.uint8).reshape(-1, 3, 32, 32)
+                                .transpose(0, 2, 3, 1))
 
 
 def _labels(batch, member, key, count, source):
@@ -155,7 +156,8 @@ def load_dataset(dataset="cifar100", data_dir="ml_req"):
         (meta, test, *train), source = _read_members(dataset, data_dir,
                                                      [meta_member, test_member, *train_members])
         if dataset == "cifar100":
-            fine_key, fine_names, coarse_names = "fine_labels", meta["fine_label_names"], meta["coarse_label_names"]
+            fine_key, fine_names, coarse_names = ("fine_labels", meta["fine_label_names"],
+                                                  meta["coarse_label_names"])
             named = f"{len(fine_names)} fine and {len(coarse_names)} coarse classes"
         else:
             fine_key, fine_names, coarse_names = "labels", meta["label_names"], []
@@ -169,7 +171,8 @@ def load_dataset(dataset="cifar100", data_dir="ml_req"):
         coarse = [_labels(b, m, "coarse_labels", nb_coarse,
                           source) for m, b in members] if nb_coarse else None
         ds = Dataset(
-            x_train=_to_images(train[0]["data"] if len(train) == 1 else np.concatenate([b["data"] for b in train])),
+            x_train=_to_images(train[0]["data"] if len(train) == 1
+                               else np.concatenate([b["data"] for b in train])),
             y_train_fine=np.concatenate(fine[:-1]),
             y_train_coarse=np.concatenate(coarse[:-1]) if coarse else None,
             x_test=_to_images(test["data"]),

@@ -52,7 +52,8 @@ def find_device():
 def describe(device=None):
     kind, name, detail = device or find_device()
     extra = f", compute capability {detail[0]}.{detail[1]}" if kind == "gpu" and detail else ""
-    return f"{kind.upper()}: {name}{extra} (Keras {keras.__version__}, backend {keras.backend.backend()})"
+    return (f"{kind.upper()}: {name}{extra} (Keras {keras.__version__}, "
+            f"backend {keras.backend.backend()})")
 
 
 def supported_precisions(device=None):

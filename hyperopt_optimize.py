@@ -2,7 +2,7 @@
 
     python3 hyperopt_optimize.py                        # search until Ctrl-C; run again to resume
     python3 hyperopt_optimize.py --epochs 1 --max-evals 2 --train-subset 2000   # a quick look
-    python3 hyperopt_optimize.py --mongo mongo://HOST:PORT/DB/jobs --exp-key NAME  # workers train the trials
+    python3 hyperopt_optimize.py --mongo mongo://HOST:PORT/DB/jobs --exp-key NAME  # workers train
 
 Each trial trains one CNN (trial.py), in a process of its own (trial_process.py), and writes
 results/model_<val accuracy>_<id>.txt.json;
@@ -173,7 +173,8 @@ def run_local_search(args, settings):
                  "it, pass it another --trials-file")
     # filelock opens no symbolic link (it could truncate the file linked to), nor a folder
     except OSError as e:
-        kind = "a symbolic link" if os.path.islink(lock.lock_file) else f"not a lock file ({e.strerror or e})"
+        kind = ("a symbolic link" if os.path.islink(lock.lock_file)
+                else f"not a lock file ({e.strerror or e})")
         sys.exit(f"error: {lock.lock_file} is {kind}: the search locks {args.trials_file} with "
                  "that file; remove it, or pass another --trials-file")
     try:
@@ -202,7 +203,8 @@ def stored_settings(trials):
     attachments = getattr(trials, "attachments", None) or {}
     if SETTINGS in attachments:
         return json.loads(attachments[SETTINGS])
-    recorded = next((t["result"] for t in reversed(trials.trials) if "epochs_budget" in t["result"]), None)
+    recorded = next((t["result"] for t in reversed(trials.trials)
+                     if "epochs_budget" in t["result"]), None)
     if recorded is None:
         return {}
     return {"dataset": recorded.get("dataset"), "validation": recorded.get("validation"),
@@ -311,8 +313,10 @@ def _run_trials(args, settings):
             tensorboard_runs.add_trial(result, settings)  # with --tensorboard: its HParams run
             print(f"Trial {n} took {time.time() - start:.0f} s, {describe(result)}")
             if errors is not None:
-                errors = errors + [str(result.get("error"))] if result.get("status") != "ok" else None
-            if errors and len(errors) >= SAME_FAILURES_STOP and len({e.split(":")[0] for e in errors}) == 1:
+                errors = (errors + [str(result.get("error"))] if result.get("status") != "ok"
+                          else None)
+            if (errors and len(errors) >= SAME_FAILURES_STOP
+                    and len({e.split(":")[0] for e in errors}) == 1):
                 print(f"error: the first {len(errors)} trials of this run all failed with "
                       f"{errors[0].split(':')[0]}, so the setup, not the hyperspaces, is wrong: "
                       f"{errors[-1]}. Fix it, then run the same command again to resume (the "

@@ -6,7 +6,8 @@ Network, top to bottom (the space key that controls each block in brackets):
     -> 2 or 3 stages [nb_conv_pool_layers], filters int(40 * conv_hiddn_units_mult), doubling:
          conv [conv_kernel_size] -> BN [use_BN]
          -> residual units [residual, res_conv_kernel_size] from stage [conv_pool_res_start_idx] on
-         -> pooling [pooling_type: max | avg | all_conv | inception] -> dropout [conv_dropout_drop_proba]
+         -> pooling [pooling_type: max | avg | all_conv | inception]
+         -> dropout [conv_dropout_drop_proba]
     -> flatten -> dense int(1000 * fc_units_1_mult) -> dropout [fc_dropout_drop_proba]
     -> optional dense int(750 * mult) [one_more_fc] -> dropout
     -> softmax heads: fine_outputs (100 classes), coarse_outputs (20 super-classes,
@@ -163,7 +164,8 @@ def build_model(hype_space, nb_fine=100, nb_coarse=20, input_dtype="uint8", comp
     model = keras.Model(inputs, outputs, name="hks_cnn")
     if compile:
         model.compile(
-            optimizer=OPTIMIZERS[hype_space["optimizer"]](learning_rate=STARTING_LR * hype_space["lr_rate_mult"]),
+            optimizer=OPTIMIZERS[hype_space["optimizer"]](
+                learning_rate=STARTING_LR * hype_space["lr_rate_mult"]),
             # integer labels, no one-hot copies
             loss={name: "sparse_categorical_crossentropy" for name in outputs},
             loss_weights=loss_weights,

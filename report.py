@@ -1,18 +1,19 @@
 """Look at a search: a leaderboard sorted by accuracy, and pictures that show which ranges to
 narrow.
 
-    python3 report.py                                   # results/ and results.pkl
+    python3 report.py                           # results/ and results.pkl
     python3 report.py --results-dir results/demo --trials-file results/demo/results.pkl
-    python3 report.py --models                          # also draw model_demo.png and model_best.png
-    python3 report.py --tensorboard                     # also every trial in TensorBoard/trials/ (HParams)
-    python3 report.py --mongo mongo://localhost:27017/hks/jobs --exp-key cifar100   # trials in MongoDB
+    python3 report.py --models                  # also draw model_demo.png and model_best.png
+    python3 report.py --tensorboard             # also every trial in TensorBoard/trials/ (HParams)
+    python3 report.py --mongo mongo://localhost:27017/hks/jobs --exp-key cifar100  # from MongoDB
 
 It reads every result file in the results folder (this repo's and the classic repo's) and the
 trials, prints the leaderboard, and writes into the results folder:
     hyperparameters_scatter_matrix.png  every numeric hyperparameter and the accuracy, pairwise
     accuracy_vs_hyperparameters.png     the accuracy against each hyperparameter, one panel each
-    search_history.png                  the accuracy of each trial in the order they ran, and the best so far;
-                                        below, the epochs each ran, and the epoch where pruning stopped it
+    search_history.png                  the accuracy of each trial in the order they ran, and the
+                                        best so far; below, the epochs each ran, and the epoch
+                                        where pruning stopped it
 "Accuracy" is the best validation fine accuracy of a model, what the search maximizes. Each file is
 read once and Keras is not imported (unless --models), so thousands of result files take seconds.
 """
@@ -162,7 +163,8 @@ def add_trials(trials, rows):
         # a result file of the same model is the same model
         rows.setdefault(r["name"], r)["trial"] = t["tid"]
         names[t["tid"]] = r["name"]
-    orphans = [name for name, r in rows.items() if r["file"] and r["trial"] in names and names[r["trial"]] != name]
+    orphans = [name for name, r in rows.items()
+               if r["file"] and r["trial"] in names and names[r["trial"]] != name]
     return unfinished, [os.path.basename(rows.pop(name)["file"]) for name in orphans]
 
 
@@ -217,7 +219,8 @@ def as_number(value):
 def hyperparameter_frame(finished):
     """One row per finished model: its hyperparameters and its accuracy (last column)."""
     frame = pd.DataFrame([{k: as_number(v) for k, v in r["space"].items()} for r in finished])
-    frame = frame.apply(lambda c: pd.to_numeric(c) if all(isinstance(v, float) for v in c.dropna()) else c.astype(str))
+    frame = frame.apply(lambda c: pd.to_numeric(c) if all(isinstance(v, float) for v in c.dropna())
+                        else c.astype(str))
     frame[ACCURACY] = [r["val_fine"] for r in finished]
     return frame
 
@@ -314,7 +317,8 @@ def pruning_savings(rows):
     the finished rows."""
     done = [r for r in rows if r["status"] != "failed" and r["epochs"] is not None]
     pruned = [r for r in done if r["status"] == "pruned" and r["budget"] is not None]
-    return sum(r["epochs"] for r in done), len(pruned), sum(max(0, r["budget"] - r["epochs"]) for r in pruned)
+    return (sum(r["epochs"] for r in done), len(pruned),
+            sum(max(0, r["budget"] - r["epochs"]) for r in pruned))
 
 
 def plot_history(runs, path):
@@ -482,7 +486,8 @@ def report(args):
         print(f"{len(orphans)} result files of interrupted runs not counted (their trial ran "
               f"again, saved in the trials): {', '.join(orphans[:5])}")
     if counts["failed"]:
-        errors = collections.Counter((r["error"] or "unknown").split(":")[0] for r in rows if r["status"] == "failed")
+        errors = collections.Counter((r["error"] or "unknown").split(":")[0]
+                                     for r in rows if r["status"] == "failed")
         print("Failed: " + ", ".join(f"{n} {error}" for error, n in errors.most_common()))
     if not ranked:
         print("No model has finished successfully yet.")

@@ -44,7 +44,8 @@ class Range:
 
     def __str__(self):
         low, high = self.bounds()
-        step = "" if self.q is None else ", a whole number" if self.q == 1 else f", a multiple of {self.q:g}"
+        step = ("" if self.q is None else ", a whole number" if self.q == 1
+                else f", a multiple of {self.q:g}")
         return f"a number from {low:.4g} to {high:.4g}{step}"
 
 
@@ -55,13 +56,16 @@ class Choice:
     options: tuple
 
     def hp(self):
-        return hp.choice(self.label, [o.hp() if isinstance(o, (Range, Choice)) else o for o in self.options])
+        return hp.choice(self.label,
+                         [o.hp() if isinstance(o, (Range, Choice)) else o for o in self.options])
 
     def accepts(self, value):
-        return any(o.accepts(value) if isinstance(o, (Range, Choice)) else _same(value, o) for o in self.options)
+        return any(o.accepts(value) if isinstance(o, (Range, Choice)) else _same(value, o)
+                   for o in self.options)
 
     def __str__(self):
-        return " or ".join(str(o) if isinstance(o, (Range, Choice)) else json.dumps(o) for o in self.options)
+        return " or ".join(str(o) if isinstance(o, (Range, Choice)) else json.dumps(o)
+                           for o in self.options)
 
 
 def _same(value, option):
@@ -170,9 +174,8 @@ def check_hyperspace(hype_space):
     unknown = [k for k in hype_space if k not in SPACE]
     if missing or unknown:
         raise HyperspaceError("hyperspace " + "; ".join(
-            ([f"lacks {', '.join(missing)}"] if missing else []) + (["has unknown "
-                                                                     f"{_few(unknown)}"] if unknown
-                                                                    else [])) + " (see search_space.SPACE)")
+            ([f"lacks {', '.join(missing)}"] if missing else [])
+            + ([f"has unknown {_few(unknown)}"] if unknown else [])) + " (see search_space.SPACE)")
     outside = []
     for key, what in SPACE.items():
         value = hype_space[key]
@@ -180,7 +183,8 @@ def check_hyperspace(hype_space):
             continue
         shown = _shown(value)
         must, works = CAN_WORK.get(key, (None, None))
-        is_number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        is_number = (isinstance(value, (int, float)) and not isinstance(value, bool)
+                     and math.isfinite(value))
         if works and is_number and _works(works, value):
             outside.append(f"{key} is {shown}, outside the search's range ({what})")
         else:

@@ -3,13 +3,15 @@ per-epoch curves, written from the result files and the trials. No training, no 
 events are the tensorboard package's own protobufs (its HParams summaries), in TFRecords framed as
 its record writer frames them.
 
-    python3 report.py --tensorboard                  # results/ and results.pkl into TensorBoard/trials/
-    make tensorboard                                 # the same, then TensorBoard on 127.0.0.1
+    python3 report.py --tensorboard     # results/ and results.pkl into TensorBoard/trials/
+    make tensorboard                    # the same, then TensorBoard on 127.0.0.1
 
 The folder (DIR, TensorBoard/trials by default):
-    DIR/events.out.tfevents.hks-experiment   the 19 hyperparameters with their domains, and the metrics
+    DIR/events.out.tfevents.hks-experiment   the 19 hyperparameters with their domains, and the
+                                             metrics
     DIR/<model_name>/                        one trial: its hyperparameters, status and metrics
-    DIR/<model_name>/train/, validation/     its per-epoch curves (epoch_loss, epoch_fine_outputs_accuracy, ...)
+    DIR/<model_name>/train/, validation/     its per-epoch curves (epoch_loss,
+                                             epoch_fine_outputs_accuracy, ...)
 Each file is written under a temporary name TensorBoard ignores, then renamed; the trial's own file
 last. A run with that file is complete and is not written again: rerunning adds the new trials only.
 """
@@ -82,7 +84,8 @@ def domain(what, summary_v2):
     values = [ABSENT if v is None else v for v in _values(what)]
     ranges = [v for v in values if isinstance(v, Range)]
     if ranges:
-        bounds = [b for r in ranges for b in r.bounds()] + [v for v in values if not isinstance(v, Range)]
+        bounds = ([b for r in ranges for b in r.bounds()]
+                  + [v for v in values if not isinstance(v, Range)])
         return summary_v2.RealInterval(float(min(bounds)), float(max(bounds)))
     if all(isinstance(v, bool) for v in values):
         return summary_v2.Discrete(values)
@@ -104,7 +107,8 @@ def hparam_value(value, dom):
 
 def experiment_hparams(summary_v2):
     hparams = [summary_v2.HParam(key, domain(what, summary_v2), description=(
-        f"{what.kind}: {what}" if isinstance(what, Range) else f"{what}" + " (0: absent)" * (None in _values(what))))
+        f"{what.kind}: {what}" if isinstance(what, Range)
+        else f"{what}" + " (0: absent)" * (None in _values(what))))
         for key, what in SPACE.items()]
     hparams.append(summary_v2.HParam("status", summary_v2.Discrete(list(STATUSES)),
                                      description="ok, pruned (stopped early by the stopping rule) "
@@ -152,7 +156,8 @@ class Writer:
         for event in self.read_events(path):
             for value in event.summary.value:
                 if value.tag == self.metadata.EXPERIMENT_TAG:
-                    experiment = self.metadata.parse_experiment_plugin_data(value.metadata.plugin_data.content)
+                    experiment = self.metadata.parse_experiment_plugin_data(
+                        value.metadata.plugin_data.content)
                     tags.update(m.name.tag for m in experiment.metric_infos)
         return tags
 
@@ -224,8 +229,8 @@ class Writer:
                 for e in range(epochs)])
 
         space = row["space"] or {}
-        hparams = {key: hparam_value(space[key],
-                                     self.domains[key]) for key in SPACE if key in space}
+        hparams = {key: hparam_value(space[key], self.domains[key])
+                   for key in SPACE if key in space}
         hparams = {k: v for k, v in hparams.items() if v is not None}
         hparams["status"] = row["status"]
         if row["status"] != "failed":
@@ -246,7 +251,8 @@ class Writer:
         events += [self.scalars(at[e], e,
                                 [(tag, c[e]) for tag, c in best_so_far.items() if e < len(c)])
                    for e in range(epochs - 1) if best_so_far]
-        status = self.api_pb2.STATUS_FAILURE if row["status"] == "failed" else self.api_pb2.STATUS_SUCCESS
+        status = (self.api_pb2.STATUS_FAILURE if row["status"] == "failed"
+                  else self.api_pb2.STATUS_SUCCESS)
         events += [self.scalars(end, epochs - 1, list(metrics.items())),
                    self.event_pb2.Event(wall_time=end, summary=self._plugin_summary(
                        self.metadata.SESSION_END_INFO_TAG,

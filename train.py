@@ -1,8 +1,8 @@
 """Train one hyperspace, without searching: the best one found so far, the classic best, or a file.
 
-    python3 train.py                               # retrain the best hyperspace in results/, full budget
+    python3 train.py                          # retrain the best hyperspace in results/, full budget
     python3 train.py --space classic_best --epochs 5 --train-subset 10000
-    python3 train.py --space results/model_0.6100_1a2b3c4d.txt.json   # a result file or a plain space JSON
+    python3 train.py --space results/model_0.6100_1a2b3c4d.txt.json  # or a plain space JSON
 
 It keeps the weights of the best validation epoch, scores them once on the test set, and writes,
 beside the search's result files: <model_name>.txt.json (the result), <model_name>.keras (the
@@ -61,8 +61,10 @@ def saved_files(failed_path):
     for suffix in suffixes:
         name = name.removesuffix(suffix)
     folder = os.path.dirname(failed_path or "")
-    there = [f for f in (name + s for s in suffixes) if name and os.path.exists(os.path.join(folder, f))]
-    kept = f"{', '.join(there)} {'is' if len(there) == 1 else 'are'} in {folder}/, " if there else "none was saved, "
+    there = [f for f in (name + s for s in suffixes)
+             if name and os.path.exists(os.path.join(folder, f))]
+    kept = (f"{', '.join(there)} {'is' if len(there) == 1 else 'are'} in {folder}/, " if there
+            else "none was saved, ")
     return kept + "the rest is not; free space and run train.py again."
 
 

@@ -67,7 +67,8 @@ def call_in_process(function, *args, poll_s=0.2):
         except EOFError:  # it ended without a result: killed (out of memory?) or crashed
             process.join()
             code = process.exitcode
-            how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with {code}"
+            how = (f"was killed by signal {-code}" if code is not None and code < 0
+                   else f"exited with {code}")
             raise ProcessDied("its process "
                               f"{how}" + (" (out of "
                                           "memory?)" if code == -signal.SIGKILL else "")) from None

@@ -139,8 +139,10 @@ def check_writable(folder, what):
             probe.write(bytes(4096))
             probe.flush()
     except OSError as e:
-        blocker = next((p for p in _ancestors(folder) if os.path.exists(p) and not os.path.isdir(p)), None)
-        reason = f"{blocker} is a file, not a folder" if blocker else f"{type(e).__name__}: {e.strerror or e}"
+        blocker = next((p for p in _ancestors(folder)
+                        if os.path.exists(p) and not os.path.isdir(p)), None)
+        reason = (f"{blocker} is a file, not a folder" if blocker
+                  else f"{type(e).__name__}: {e.strerror or e}")
         raise UserError(f"cannot write in {folder or '.'}/ ({reason}): {what}") from None
     finally:
         for path in reversed(made):
@@ -177,10 +179,11 @@ def non_finite(value, where=""):
     or None."""
     if isinstance(value, float) and not math.isfinite(value):
         return where or "value"
-    items = value.items() if isinstance(value,
-                                        dict) else enumerate(value) if isinstance(value, list) else ()
+    items = (value.items() if isinstance(value, dict)
+             else enumerate(value) if isinstance(value, list) else ())
     for key, item in items:
-        found = non_finite(item, f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}".lstrip("."))
+        found = non_finite(item, f"{where}[{key}]" if isinstance(key, int)
+                           else f"{where}.{key}".lstrip("."))
         if found:
             return found
     return None

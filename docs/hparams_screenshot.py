@@ -1,7 +1,8 @@
 """A screenshot of TensorBoard's HParams parallel coordinates for a search, taken in a headless
 browser.
 
-    python3 docs/hparams_screenshot.py --results-dir CLASSIC/results --trials-file CLASSIC/results.pkl
+    python3 docs/hparams_screenshot.py --results-dir CLASSIC/results \
+        --trials-file CLASSIC/results.pkl
 
 It writes the runs of the results and trials (report.py --tensorboard) into a temporary folder,
 serves them with TensorBoard on a free port of 127.0.0.1, opens the HParams dashboard in Debian's
@@ -100,8 +101,9 @@ def screenshot(browser, url, path, expected_lines, width, height):
             plot = page.locator("tf-hparams-parallel-coords-plot").bounding_box()
             # down to the plot: below it is empty until a trial is clicked
             with atomic_file(path) as tmp:
-                page.screenshot(path=tmp, type="png", clip={"x": 0, "y": 0, "width": width,
-                                                              "height": plot["y"] + plot["height"] + 10})
+                page.screenshot(path=tmp, type="png",
+                                clip={"x": 0, "y": 0, "width": width,
+                                      "height": plot["y"] + plot["height"] + 10})
                 # a quarter of the size, same look
                 Image.open(tmp).quantize(256).save(tmp, format="png")
             return lines.count()
