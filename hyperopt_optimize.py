@@ -142,8 +142,8 @@ def draw_model_best(hype_space, path, dataset):
 
 
 def run_search(args):
-    """The search the options ask for: its exit status; what the user must fix is one line, exit
-    1."""
+    """The search the options ask for: its exit status; what the user must fix is one line,
+    exit 1."""
     settings = Settings.from_args(args)
     try:
         if args.mongo:
@@ -270,9 +270,8 @@ def run_trials(args, settings):
 
 
 def _run_trials(args, settings):
-    trials = load_trials(args.trials_file,
-                         "it was left untouched: move it away to start a new search, "
-                                           "or pass --trials-file")
+    trials = load_trials(args.trials_file, "it was left untouched: move it away to start a new "
+                                           "search, or pass --trials-file")
     check_same_search_or_exit(trials, settings, args.trials_file)
     split = settings.load_split()
     # saved with the next trial

@@ -183,17 +183,15 @@ def leaderboard(rows, top):
     ranked = sorted((r for r in rows if r["val_fine"] is not None),
                     key=lambda r: (-r["val_fine"], r["name"]))
     titles = ["rank", "trial", "val_fine", "val_coarse", "test_fine", "test_coarse", "epochs",
-              "time",
-              *(title for _, title, _ in KEY_HYPERPARAMETERS), "model"]
+              "time", *(title for _, title, _ in KEY_HYPERPARAMETERS), "model"]
     table = [titles]
     for rank, r in enumerate(ranked[:top or None], 1):
         epochs = f"{r['pruned_at']} pruned" if r["status"] == "pruned" else fmt(r["epochs"])
         # numbered as the search prints it: from 1
         trial = None if r["trial"] is None else r["trial"] + 1
         table.append([str(rank), fmt(trial), fmt(r["val_fine"], "{:.4f}"),
-                      fmt(r["val_coarse"], "{:.4f}"),
-                      fmt(r["test_fine"], "{:.4f}"), fmt(r["test_coarse"], "{:.4f}"), epochs,
-                      duration(r["time_s"]),
+                      fmt(r["val_coarse"], "{:.4f}"), fmt(r["test_fine"], "{:.4f}"),
+                      fmt(r["test_coarse"], "{:.4f}"), epochs, duration(r["time_s"]),
                       *(fmt(r["space"].get(key), spec) for key, _, spec in KEY_HYPERPARAMETERS),
                       r["name"]])
     widths = [max(len(line[i]) for line in table) for i in range(len(titles))]
@@ -348,21 +346,20 @@ def plot_history(runs, path):
     if pruned.any():
         budget = np.array([r["budget"] or r["epochs"] or 0 for r in runs])
         below.bar(x[pruned], budget[pruned], color="none", edgecolor="grey", linestyle="--",
-                  width=0.8,
-                  label="budget")
+                  width=0.8, label="budget")
         below.bar(x[pruned], epochs[pruned], color="grey", width=0.8,
                   label="stopped by pruning at that epoch")
         for xi, e in zip(x[pruned], epochs[pruned]):
             below.annotate(str(e), (xi, e), ha="center", va="bottom", fontsize=6)
     trained, n_pruned, saved = pruning_savings(runs)
     below.set_title(f"Epochs each trial ran: {trained} in all" +
-                    (f"; pruning stopped {n_pruned} trials, saving {saved} "
-                     "epochs" if n_pruned else ""), fontsize=9)
+                    (f"; pruning stopped {n_pruned} trials, saving {saved} epochs" if n_pruned
+                     else ""), fontsize=9)
     below.set_xlabel("trial (in the order they ran)")
     below.set_ylabel("epochs")
     below.yaxis.set_major_locator(MaxNLocator(integer=True))
-    below.set_ylim(0, max(epochs.max(initial=0), max((r["budget"] or 0 for r in runs), default=0),
-                          1) * 1.4)
+    below.set_ylim(0, max(epochs.max(initial=0),
+                          max((r["budget"] or 0 for r in runs), default=0), 1) * 1.4)
     below.legend(loc="upper left", fontsize=7, ncol=3)
     fig.tight_layout()
     return save_figure(fig, path, dpi=80)
@@ -377,8 +374,8 @@ def write_figures(rows, folder):
     figures = [("hyperparameters_scatter_matrix.png",
                 lambda path: plot_scatter_matrix(frame, path)),
                ("accuracy_vs_hyperparameters.png",
-                lambda path: plot_accuracy_vs_hyperparameters(frame, np.arange(len(finished)),
-                                                              path)),
+                lambda path: plot_accuracy_vs_hyperparameters(
+                    frame, np.arange(len(finished)), path)),
                ("search_history.png", lambda path: plot_history(runs, path))]
     for name, draw in figures:
         path = os.path.join(folder, name)
@@ -398,8 +395,7 @@ def draw_models(best, folder):
     from search_space import DEMO_SPACE
     drawn = True
     for name, space, dataset in (("model_demo.png", DEMO_SPACE, "cifar100"),
-                                 ("model_best.png", best["space"],
-                                                                            best["dataset"])):
+                                 ("model_best.png", best["space"], best["dataset"])):
         path = os.path.join(folder, name)
         if try_draw_model(space, path, dataset):
             print(f"Drew {path}")
@@ -426,8 +422,8 @@ def parse_args(argv=None):
                    help="also write each trial as a run of TensorBoard's HParams dashboard into "
                         "DIR (default %(const)s); rerun it to add new trials (tensorboard_runs.py)")
     p.add_argument("--models", action="store_true",
-                   help="also draw model_demo.png and model_best.png (imports Keras: a few seconds "
-                        "more)")
+                   help="also draw model_demo.png and model_best.png (imports Keras: "
+                        "a few seconds more)")
     args = p.parse_args(argv)
     if bool(args.mongo) != bool(args.exp_key):
         p.error("--mongo and --exp-key go together")
@@ -457,8 +453,8 @@ def report(args):
         sources.append(f"{mongo_search.shown(args.mongo)} ({args.exp_key})")
     elif os.path.exists(args.trials_file):
         trials = load_trials(args.trials_file,
-                             "pass --trials-file, or move it away to report on the result files "
-                             "alone")
+                             "pass --trials-file, or move it away to report on the result "
+                             "files alone")
         sources.append(args.trials_file)
     unfinished, orphans = add_trials(trials, rows) if trials is not None else (0, [])
     rows = list(rows.values())
@@ -471,8 +467,8 @@ def report(args):
     counts = collections.Counter(r["status"] for r in rows)
     lines, ranked = leaderboard(rows, args.top)
     print(f"{' and '.join(sources)}: {len(rows)} models, {counts['ok']} ok, {counts['pruned']} "
-          f"pruned, {counts['failed']} "
-          "failed" + (f"; {unfinished} trials queued or running" if unfinished else ""))
+          f"pruned, {counts['failed']} failed"
+          + (f"; {unfinished} trials queued or running" if unfinished else ""))
     trained, n_pruned, saved = pruning_savings(rows)
     if trained:
         budgets = trained + saved

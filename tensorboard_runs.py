@@ -210,8 +210,9 @@ class Writer:
 
     def scalars(self, wall_time, step, values):
         return self.event_pb2.Event(wall_time=wall_time, step=step,
-                                    summary=self.summary_pb2.Summary(
-            value=[self.summary_pb2.Summary.Value(tag=tag, simple_value=v) for tag, v in values]))
+                                    summary=self.summary_pb2.Summary(value=[
+                                        self.summary_pb2.Summary.Value(tag=tag, simple_value=v)
+                                        for tag, v in values]))
 
     def write_run(self, row, result):
         """One trial's run: its curves (train/, validation/), then its hyperparameters and

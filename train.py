@@ -90,10 +90,9 @@ def train_and_save(hype_space, settings):
     """Train hype_space to the end, save the model and its result file; the exit status."""
     from trial import run_trial, save_model_files  # Keras loads here
 
-    check_writable(settings.results_dir,
-                   "train.py writes the model and its result file there: free "
-                                         "space or fix the folder, or pass --results-dir another "
-                                         "folder")
+    check_writable(settings.results_dir, "train.py writes the model and its result file there: "
+                                         "free space or fix the folder, or pass --results-dir "
+                                         "another folder")
     if settings.tensorboard:
         check_writable(TENSORBOARD_DIR, "train.py logs the training there: move what is in the "
                                         "way, or pass --no-tensorboard")
