@@ -141,8 +141,8 @@ def _read_members(dataset, data_dir, members):
             raise DataError(f"{dataset} archive not found: put {archive} (from {URL + archive}) "
                             f"at {path}, or pass --data-dir to the folder that holds it")
     with tarfile.open(path, "r:gz") as tar:
-        return [_ArchiveUnpickler(tar.extractfile(f"{folder}/{m}"),
-                                  path).load() for m in members], path
+        return [_ArchiveUnpickler(tar.extractfile(f"{folder}/{m}"), path).load()
+                for m in members], path
 
 
 @functools.lru_cache(maxsize=1)
@@ -168,8 +168,8 @@ def load_dataset(dataset="cifar100", data_dir="ml_req"):
             raise _malformed(source, f"its meta names {named}, not {expected}")
         members = [*zip(train_members, train), (test_member, test)]
         fine = [_labels(b, m, fine_key, nb_fine, source) for m, b in members]
-        coarse = [_labels(b, m, "coarse_labels", nb_coarse,
-                          source) for m, b in members] if nb_coarse else None
+        coarse = ([_labels(b, m, "coarse_labels", nb_coarse, source) for m, b in members]
+                  if nb_coarse else None)
         ds = Dataset(
             x_train=_to_images(train[0]["data"] if len(train) == 1
                                else np.concatenate([b["data"] for b in train])),
@@ -182,8 +182,7 @@ def load_dataset(dataset="cifar100", data_dir="ml_req"):
             coarse_names=list(coarse_names) if coarse else None,
         )
     except (OSError, EOFError, KeyError, ValueError, TypeError, OverflowError,
-            pickle.UnpicklingError,
-            tarfile.TarError, zlib.error) as e:
+            pickle.UnpicklingError, tarfile.TarError, zlib.error) as e:
         raise DataError(f"{source} is truncated or not a {dataset} python archive "
                         f"({type(e).__name__}: {e}); delete it and download it again") from None
     if len(ds.x_train) != len(ds.y_train_fine) or len(ds.x_test) != len(ds.y_test_fine):

@@ -90,8 +90,9 @@ SPACE = {
     "use_BN": Choice("use_BN", (False, True)),
     # a 16-filter conv of this kernel
     "first_conv": Choice("first_conv", (None, Choice("first_conv_size", (3, 4)))),
-    "residual": Choice("residual", (None, Range("quniform", "residual_units", 1 - 0.499, 4 + 0.499,
-                                                1))),  # units
+    # a number of residual units
+    "residual": Choice("residual",
+                       (None, Range("quniform", "residual_units", 1 - 0.499, 4 + 0.499, 1))),
     # 40 * this first filters
     "conv_hiddn_units_mult": Range("loguniform", "conv_hiddn_units_mult", -0.6, 0.6),
     "nb_conv_pool_layers": Choice("nb_conv_pool_layers", (2, 3)),
@@ -111,23 +112,20 @@ CLASSIC_BEST_SPACE = {
     "activation": "elu", "batch_size": 320.0, "coarse_labels_weight": 0.3067103474295116,
     "conv_dropout_drop_proba": 0.25923531175521264, "conv_hiddn_units_mult": 1.5958302613876916,
     "conv_kernel_size": 3.0, "conv_pool_res_start_idx": 0.0,
-    "fc_dropout_drop_proba": 0.4322253354921089,
-    "fc_units_1_mult": 1.3083964454436132, "first_conv": 3,
-    "l2_weight_reg_mult": 0.41206755600055983,
-    "lr_rate_mult": 0.6549347353077412, "nb_conv_pool_layers": 3, "one_more_fc": None,
-    "optimizer": "Nadam",
-    "pooling_type": "avg", "res_conv_kernel_size": 2.0, "residual": 3.0, "use_BN": True,
+    "fc_dropout_drop_proba": 0.4322253354921089, "fc_units_1_mult": 1.3083964454436132,
+    "first_conv": 3, "l2_weight_reg_mult": 0.41206755600055983, "lr_rate_mult": 0.6549347353077412,
+    "nb_conv_pool_layers": 3, "one_more_fc": None, "optimizer": "Nadam", "pooling_type": "avg",
+    "res_conv_kernel_size": 2.0, "residual": 3.0, "use_BN": True,
 }
 
 # The classic demo hyperspace (model_demo.png): every optional block switched on.
 DEMO_SPACE = {
     "activation": "elu", "batch_size": 300.0, "coarse_labels_weight": 0.2,
-    "conv_dropout_drop_proba": 0.175,
-    "conv_hiddn_units_mult": 1.0, "conv_kernel_size": 3.0, "conv_pool_res_start_idx": 0.0,
-    "fc_dropout_drop_proba": 0.3, "fc_units_1_mult": 1.0, "first_conv": 4,
-    "l2_weight_reg_mult": 1.0,
-    "lr_rate_mult": 1.0, "nb_conv_pool_layers": 3, "one_more_fc": 1.0, "optimizer": "Nadam",
-    "pooling_type": "inception", "res_conv_kernel_size": 3.0, "residual": 4.0, "use_BN": True,
+    "conv_dropout_drop_proba": 0.175, "conv_hiddn_units_mult": 1.0, "conv_kernel_size": 3.0,
+    "conv_pool_res_start_idx": 0.0, "fc_dropout_drop_proba": 0.3, "fc_units_1_mult": 1.0,
+    "first_conv": 4, "l2_weight_reg_mult": 1.0, "lr_rate_mult": 1.0, "nb_conv_pool_layers": 3,
+    "one_more_fc": 1.0, "optimizer": "Nadam", "pooling_type": "inception",
+    "res_conv_kernel_size": 3.0, "residual": 4.0, "use_BN": True,
 }
 NAMED_SPACES = {"classic_best": CLASSIC_BEST_SPACE, "demo": DEMO_SPACE}
 

@@ -159,13 +159,12 @@ def add_pruning_options(p):
                         "default split has 5,000), median on fewer, where epoch-to-epoch noise "
                         "would pass for a bending curve; asha: asynchronous successive halving: at "
                         "rungs of --prune-min-epochs x --prune-eta**k epochs, only the top 1/eta "
-                        "of the trials that reached the rung go on; curve: stop a "
-                        "trial once its learning curve, each doubling of epochs gaining at most "
-                        "1/sqrt(2) of the one before, cannot reach the best accuracy any trial "
-                        "reached; median: stop a trial after its warm-up once its best validation "
-                        "accuracy is below the median of the trials run to the end, at the same "
-                        "epoch; none: train every trial for --epochs (env HKS_PRUNE; default "
-                        "%(default)s)")
+                        "of the trials that reached the rung go on; curve: stop a trial once its "
+                        "learning curve, each doubling of epochs gaining at most 1/sqrt(2) of the "
+                        "one before, cannot reach the best accuracy any trial reached; median: "
+                        "stop a trial after its warm-up once its best validation accuracy is below "
+                        "the median of the trials run to the end, at the same epoch; none: train "
+                        "every trial for --epochs (env HKS_PRUNE; default %(default)s)")
     p.add_argument("--prune-eta", type=int_from_two,
                    default=env("HKS_PRUNE_ETA", DEFAULTS.prune_eta),
                    help="asha: the top 1/eta of the trials at a rung go on, and rungs are eta "
