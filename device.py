@@ -40,8 +40,8 @@ def find_device():
         gpus = tf.config.list_physical_devices("GPU")
         if gpus:
             details = tf.config.experimental.get_device_details(gpus[0])
-            return "gpu", details.get("device_name",
-                                      gpus[0].name), details.get("compute_capability")
+            return ("gpu", details.get("device_name", gpus[0].name),
+                    details.get("compute_capability"))
     elif backend == "torch":
         import torch
         if torch.cuda.is_available():
@@ -63,8 +63,8 @@ def supported_precisions(device=None):
         return ["float32", "mixed_bfloat16"]
     if kind == "gpu":  # tensor cores: float16 from Volta (7.0), bfloat16 from Ampere (8.0)
         cc = detail or (0, 0)
-        return ["float32"] + ["mixed_float16"] * (cc >= (7,
-                                                         0)) + ["mixed_bfloat16"] * (cc >= (8, 0))
+        return (["float32"] + ["mixed_float16"] * (cc >= (7, 0))
+                + ["mixed_bfloat16"] * (cc >= (8, 0)))
     # CPUs: bfloat16 where the instructions exist. float16 ran at 0.3 images/s on a CPU that has
     # avx512_fp16 (bench/throughput.py, TensorFlow 2.20): emulated, so never offered on CPUs.
     return ["float32"] + ["mixed_bfloat16"] * bool((detail or set()) & {"avx512_bf16", "amx_bf16"})

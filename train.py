@@ -110,8 +110,8 @@ def train_and_save(hype_space, settings):
     print_json(summary)
     if result["status"] == "ok":
         print(f"Saved {result['model_file']} and {result['weights_file']}" +
-              ("; make tensorboard shows "
-               f"{result['tensorboard_dir']}" if "tensorboard_dir" in result else ""))
+              (f"; make tensorboard shows {result['tensorboard_dir']}"
+               if "tensorboard_dir" in result else ""))
     return 0 if result["status"] == "ok" else 1
 
 

@@ -69,9 +69,8 @@ def call_in_process(function, *args, poll_s=0.2):
             code = process.exitcode
             how = (f"was killed by signal {-code}" if code is not None and code < 0
                    else f"exited with {code}")
-            raise ProcessDied("its process "
-                              f"{how}" + (" (out of "
-                                          "memory?)" if code == -signal.SIGKILL else "")) from None
+            raise ProcessDied(f"its process {how}"
+                              + (" (out of memory?)" if code == -signal.SIGKILL else "")) from None
     finally:
         receive.close()
         if process.is_alive():

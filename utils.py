@@ -151,8 +151,8 @@ def check_writable(folder, what):
 
 
 def _ancestors(folder):
-    """folder, its parent, ... up to the first relative or root component: a/b/c -> a, a/b,
-    a/b/c."""
+    """folder, its parent, ... up to the first relative or root component:
+    a/b/c -> a, a/b, a/b/c."""
     parts = []
     while folder and folder not in parts and folder != os.path.dirname(folder):
         parts.append(folder)

@@ -36,8 +36,8 @@ BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 def start_tensorboard(logdir, log, timeout_s=120):
     """TensorBoard on a free port of 127.0.0.1: (process, its URL)."""
     process = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", logdir,
-                                "--host",
-                                "127.0.0.1", "--port", "0"], stdout=log, stderr=subprocess.STDOUT)
+                                "--host", "127.0.0.1", "--port", "0"],
+                               stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + timeout_s
     while time.time() < deadline and process.poll() is None:
         with open(log.name) as f:
@@ -61,9 +61,9 @@ def stop(process):
 def wait_for_trials(url, expected, timeout_s=120):
     """Until the hparams plugin lists `expected` trials (TensorBoard loads the runs in turns)."""
     request = json.dumps({"experimentName": "", "startIndex": 0, "sliceSize": 100000,
-                          "colParams": [],
-                          "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE",
-                                              "STATUS_RUNNING"]}).encode()
+                          "colParams": [], "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS",
+                                                               "STATUS_FAILURE", "STATUS_RUNNING"]
+                          }).encode()
     deadline = time.time() + timeout_s
     while True:
         post = urllib.request.Request(url + "/data/plugin/hparams/session_groups", data=request,
@@ -132,16 +132,16 @@ def main():
         sys.exit(f"error: pip install playwright (it drives {browser}; nothing else is downloaded)")
 
     rows, _ = report.read_result_files(args.results_dir)
-    trials = load_trials(args.trials_file,
-                         "pass --trials-file") if os.path.exists(args.trials_file) else None
+    trials = (load_trials(args.trials_file, "pass --trials-file")
+              if os.path.exists(args.trials_file) else None)
     if trials is not None:
         report.add_trials(trials, rows)
     rows = list(rows.values())
     if not rows:
         sys.exit(f"error: no results in {args.results_dir}/: pass --results-dir")
     drawable = sum(r["status"] != "failed" for r in rows)  # a failed trial has no metric to draw
-    with tempfile.TemporaryDirectory() as logdir, open(os.path.join(logdir, "tensorboard.log"),
-                                                       "w") as log:
+    with (tempfile.TemporaryDirectory() as logdir,
+          open(os.path.join(logdir, "tensorboard.log"), "w") as log):
         tensorboard_runs.write_runs(rows, os.path.join(logdir, "runs"),
                                     tensorboard_runs.trial_results(trials))
         process, url = start_tensorboard(os.path.join(logdir, "runs"), log)
