@@ -198,8 +198,8 @@ def search_settings(settings):
 
 
 def stored_settings(trials):
-    """The search settings stored with the trials, or those its results recorded (trials of a
-    version that did not store them; the classic repo's record none: {})."""
+    """The search settings stored with the trials, or those its results recorded (trials saved
+    without them; the classic repo's record none: {})."""
     attachments = getattr(trials, "attachments", None) or {}
     if SETTINGS in attachments:
         return json.loads(attachments[SETTINGS])

@@ -76,8 +76,8 @@ def _same(value, option):
     return isinstance(value, (int, float)) and value == option
 
 
-# key of a hyperspace: how hyperopt draws it (hyperopt label first: the classic labels, so old
-# trials resume)
+# key of a hyperspace: how hyperopt draws it (hyperopt label first: the classic repo's labels, so
+# its trials resume)
 SPACE = {
     "lr_rate_mult": Range("loguniform", "lr_rate_mult", -0.5, 0.5),  # learning rate 0.001 * this
     "l2_weight_reg_mult": Range("loguniform", "l2_weight_reg_mult", -1.3, 1.3),  # L2 0.0007 * this

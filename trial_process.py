@@ -7,11 +7,11 @@ until it runs out of memory (bench/README.md, Memory). A process that ends gives
 
 The processes are forked from a server that has imported TensorFlow, Keras and this module once
 (multiprocessing's forkserver): a trial starts in milliseconds, in a process that has run no
-TensorFlow yet. It loads the dataset, trains, and sends its result back through a pipe; the driver
-saves it as before. Ctrl-C reaches the driver only (utils.ctrl_c_stops): it ends the trial's
-process. The picture of a new best model (model_best.png) is drawn in such a process too: Keras
-builds it. A running trial's partial result (pruning.py) stays in its process: locally one trial
-runs at a time, so no other trial judges against it.
+TensorFlow yet. It loads the dataset, trains, and sends its result back through a pipe for the
+driver to save. Ctrl-C reaches the driver only (utils.ctrl_c_stops): it ends the trial's process.
+The picture of a new best model (model_best.png) is drawn in such a process too: Keras builds it.
+A running trial's partial result (pruning.py) stays in its process: locally one trial runs at a
+time, so no other trial judges against it.
 """
 import multiprocessing
 import os
