@@ -3,7 +3,7 @@
 Every rule has one interface: after each epoch the trial reports its validation fine accuracy,
 `rule.report(epoch, accuracy)`, and the rule answers whether the trial goes on. A trial stopped is
 recorded as pruned (`pruned_at_epoch`), with its honest (low) accuracy as its loss for TPE. Real
-trials report from a Keras callback (neural_net.py), bench/replay.py from recorded curves. Rules judge
+trials report from a Keras callback (trial.py), bench/replay.py from recorded curves. Rules judge
 against hyperopt's ctrl.trials, so on MongoDB workers they see what every worker recorded.
 
     median  MedianStoppingRule: after a warm-up, stop a trial that is below the median of the
