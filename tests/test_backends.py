@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 from hyperopt import STATUS_OK
 
-from conftest import ROOT, write_cifar100_archive
+from conftest import CASES, ROOT, SMALL, write_cifar100_archive
 from device import choose_precision, supported_precisions
 from neural_net import train
-from test_neural_net import SMALL
 
 # Run a script as `python3 script args` would, with `import tensorflow` failing as on a machine without it.
 WITHOUT_TENSORFLOW = """
@@ -29,7 +28,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 
 def run_on(backend, args, cwd):
-    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": os.pathsep.join([ROOT, os.path.join(ROOT, "tests")])}
+    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": ROOT}
     return subprocess.run([sys.executable, "-c", WITHOUT_TENSORFLOW, *args], cwd=cwd, capture_output=True,
                           text=True, timeout=600, env=env)
 
@@ -37,13 +36,13 @@ def run_on(backend, args, cwd):
 def test_jax_builds_every_architecture_and_trains_without_tensorflow(tmp_path):
     pytest.importorskip("jax")
     (tmp_path / "small.json").write_text(json.dumps(dict(SMALL, batch_size=32.0, lr_rate_mult=1.0)))
+    (tmp_path / "cases.json").write_text(json.dumps([dict(SMALL, **case) for case in CASES]))
     (tmp_path / "check_models.py").write_text(
-        "import numpy as np, keras\n"
-        "from test_neural_net import CASES, SMALL\n"
+        "import json, numpy as np, keras\n"
         "from neural_net import build_model\nfrom search_space import CLASSIC_BEST_SPACE\n"
         "images = np.zeros((2, 32, 32, 3), np.uint8)\n"
-        "for case in CASES:\n"
-        "    out = build_model(dict(SMALL, **case))(images)\n"
+        "for hyperspace in json.load(open('cases.json')):\n"
+        "    out = build_model(hyperspace)(images)\n"
         "    assert out['fine_outputs'].shape == (2, 100) and out['coarse_outputs'].shape == (2, 20)\n"
         "print(keras.backend.backend(), round(build_model(CLASSIC_BEST_SPACE).count_params() / 1e6, 2))\n")
     models = run_on("jax", ["check_models.py"], tmp_path)

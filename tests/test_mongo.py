@@ -1,8 +1,8 @@
 """The search on MongoDB: the real driver and real worker processes, end to end.
 
 They run on the stand-in (tests/mongo_standin.py), or on a real MongoDB with
-HKS_TEST_MONGO_URL=mongo://[USER:PASSWORD@]HOST:PORT (each test uses a new database, dropped after).
-Every process a test starts is in its own process group, killed when the test ends, pass or fail.
+HKS_TEST_MONGO_URL=mongo://[USER:PASSWORD@]HOST:PORT (each test uses a new database, dropped after);
+the fixtures and helpers are in tests/conftest.py.
 """
 import contextlib
 import glob
@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.parse
 import uuid
 
 import pymongo
@@ -25,27 +24,14 @@ from hyperopt.base import JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW, JOB_ST
 import mongo_compat
 import lost_workers
 import mongo_search
-from conftest import ROOT, end_epoch, new_jobs, reserved_workers, write_cifar100_archive
+from conftest import (EXP, REAL_MONGO, ROOT, check_every_trial_done_once, client, driver, end_epoch, finish,
+                      new_jobs, output, reserved_trial, reserved_workers, results, run_objective, stop,
+                      wait_for, worker, write_cifar100_archive)
 from mongo_standin import MongoStandin
 
-REAL_MONGO = os.environ.get("HKS_TEST_MONGO_URL")
-EXP = "test"
 # A dead worker's trial is requeued after this many seconds: a healthy trial beats every
 # lost_workers.HEARTBEAT_EVERY_S seconds from reserving to finishing, even on a busy 2-core machine.
 STALE_AFTER_S = 15
-
-
-@pytest.fixture
-def mongo_url():
-    db = f"hks_test_{uuid.uuid4().hex[:8]}"
-    if REAL_MONGO:
-        url = f"{REAL_MONGO.rstrip('/')}/{db}/jobs"
-        yield url
-        with contextlib.closing(client(url)) as c:
-            c.drop_database(db)
-    else:
-        with MongoStandin() as standin:
-            yield f"mongo://127.0.0.1:{standin.port}/{db}/jobs"
 
 
 USER, PASSWORD = "hks", "s3cret-Pw"  # the account of the stand-in that asks for one
@@ -58,104 +44,6 @@ def auth_url():
         pytest.skip("the stand-in's account: HKS_TEST_MONGO_URL has its own")
     with MongoStandin(users={USER: PASSWORD}) as standin:
         yield f"mongo://{USER}:{PASSWORD}@127.0.0.1:{standin.port}/hks_test_{uuid.uuid4().hex[:8]}/jobs"
-
-
-def client(url):
-    m = mongo_search.parse_url_or_exit(url)
-    auth = {"username": urllib.parse.unquote(m["user"]), "password": urllib.parse.unquote(m["password"])} \
-        if m["user"] else {}
-    return pymongo.MongoClient(m["host"], int(m["port"]), serverSelectionTimeoutMS=5000, **auth)
-
-
-@pytest.fixture
-def jobs(mongo_url):
-    with contextlib.closing(client(mongo_url)) as c:
-        yield c[mongo_search.parse_url_or_exit(mongo_url)["db"]]["jobs"]
-
-
-def stop(process, sig=signal.SIGTERM, wait_s=20):
-    """Stop a process started by `processes` and whatever it started (its per-trial processes)."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        try:
-            process.wait(wait_s)
-        except subprocess.TimeoutExpired:
-            pass
-    with contextlib.suppress(ProcessLookupError):  # anything left in its group
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-
-
-@pytest.fixture
-def processes(tmp_path):
-    """start(name, script, *args, **env): a script of the repo in tmp_path, logging to tmp_path/name.log."""
-    started = []
-
-    def start(name, script, *args, **env):
-        log = open(tmp_path / f"{name}.log", "w")
-        process = subprocess.Popen([sys.executable, os.path.join(ROOT, script), *args], cwd=tmp_path,
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1", **env})
-        process.log = tmp_path / f"{name}.log"
-        started.append((process, log))
-        return process
-
-    yield start
-    for process, log in started:
-        stop(process)
-        log.close()
-
-
-def output(process):
-    return process.log.read_text()
-
-
-def wait_for(condition, timeout_s, what, *watched):
-    """condition()'s first true value; fails with the logs of `watched` if it never comes or they all exit."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        if watched and all(p.poll() is not None for p in watched):
-            break
-        time.sleep(0.5)
-    logs = "\n".join(f"--- {p.log.name} (exit {p.poll()}):\n{output(p)[-3000:]}" for p in watched)
-    pytest.fail(f"no {what} after {timeout_s} s\n{logs}")
-
-
-def worker(processes, name, mongo_url, **env):
-    return processes(name, "hyperopt_worker.py", "--mongo", mongo_url, "--exp-key", EXP, "--poll-interval", "1",
-                     **env)
-
-
-def driver(processes, name, mongo_url, *args):
-    return processes(name, "hyperopt_optimize.py", "--mongo", mongo_url, "--exp-key", EXP, "--epochs", "1",
-                     "--train-subset", "60", *args)
-
-
-def finish(process, timeout_s=600):
-    try:
-        process.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"{process.log.name} still running after {timeout_s} s:\n{output(process)[-3000:]}")
-    assert process.returncode == 0, output(process)
-    return output(process)
-
-
-def results(folder):
-    return {f.name: json.loads(f.read_text()) for f in (folder / "results").glob("*.txt.json")}
-
-
-def check_every_trial_done_once(jobs, folder, n):
-    """n trials, all done and successful, each with exactly one result file: no trial lost or run twice."""
-    docs = list(jobs.find({"exp_key": EXP}))
-    assert len(docs) == n and all(d["state"] == JOB_STATE_DONE and d["result"]["status"] == "ok" for d in docs)
-    files = results(folder)
-    assert sorted(r["trial_id"] for r in files.values()) == sorted(d["tid"] for d in docs)
-    assert {d["result"]["model_name"] + ".txt.json" for d in docs} == set(files)
-    return docs, files
 
 
 @pytest.mark.slow
@@ -522,32 +410,6 @@ def test_the_password_shows_in_no_command_line(tmp_path, auth_url, processes):
         out = finish(search)
         assert mongo_search.worker_command(auth_url, EXP) in out
         check_every_trial_done_once(jobs, tmp_path, 1)
-
-
-def reserved_trial(mongo_url, jobs):
-    """A trial as a worker's process holds it: reserved, with hyperopt's ctrl."""
-    from hyperopt.mongoexp import MongoCtrl
-
-    trials = mongo_search.connect_or_exit(mongo_url, EXP)
-    jobs.insert_one({"exp_key": EXP, "tid": 1, "state": JOB_STATE_NEW, "owner": None, "version": 0})
-    return MongoCtrl(trials, trials.handle.reserve(["w:1"], exp_key=EXP), read_only=False)
-
-
-def run_objective(ctrl, tmp_path, monkeypatch, train_s, during_training=lambda: None):
-    """objective._objective on a worker, where training (not a Keras fit: no epoch ends) takes train_s seconds."""
-    import neural_net
-    import objective
-    from hyperopt.pyll import as_apply
-
-    def train(hype_space, settings, callbacks):
-        deadline = time.monotonic() + train_s
-        during_training()
-        time.sleep(max(0.0, deadline - time.monotonic()))
-        return {"status": "ok", "loss": -0.5, "fine_best_accuracy": 0.5}, None
-
-    monkeypatch.setattr(neural_net, "train", train)
-    settings = {"results_dir": str(tmp_path / "results"), "prune": "none", "epochs": 1}
-    return objective._objective(as_apply({"lr_rate_mult": 1.0}), {}, ctrl, settings)
 
 
 def test_a_trial_beats_from_start_to_end_not_only_at_epochs(tmp_path, mongo_url, jobs, monkeypatch):

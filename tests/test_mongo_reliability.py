@@ -1,6 +1,6 @@
 """MongoDB searches through outages, stops, upgrades and odd passwords: nothing lost, nothing silent.
 
-Fixtures and helpers are those of test_mongo.py (the stand-in, the real scripts as processes).
+Fixtures and helpers are in conftest.py (the stand-in, the real scripts as processes).
 """
 import contextlib
 import json
@@ -16,12 +16,9 @@ from hyperopt.base import JOB_STATE_ERROR, JOB_STATE_NEW
 import hyperopt_worker
 import lost_workers
 import mongo_search
-import test_mongo
-from conftest import ROOT, write_cifar100_archive
+from conftest import (EXP, REAL_MONGO, ROOT, client, driver, output, reserved_trial, results, run_objective,
+                      wait_for, worker, write_cifar100_archive)
 from mongo_standin import MongoStandin
-from test_mongo import EXP
-
-mongo_url, jobs, processes = test_mongo.mongo_url, test_mongo.jobs, test_mongo.processes  # the fixtures
 
 PASSWORDS = ["Xq7/Zt9", "Xq7@Zt9", "Xq7@Zt9/Kw3"]  # unencoded / or @: the URL is malformed
 
@@ -76,7 +73,7 @@ def test_stops_asked_for_never_fail_a_healthy_trial(mongo_url, jobs):
 @pytest.fixture
 def standin():
     """The stand-in, which a test can stop (an outage) and start again on its port, with its data."""
-    if test_mongo.REAL_MONGO:
+    if REAL_MONGO:
         pytest.skip("an outage is made by stopping the stand-in")
     with MongoStandin() as server:
         server.url = f"mongo://127.0.0.1:{server.port}/hks_test/jobs"
@@ -95,14 +92,14 @@ def test_a_trial_that_finishes_during_an_outage_keeps_its_result(tmp_path, stand
     result is in MongoDB and in its result file, not thrown away."""
     from hyperopt.base import JOB_STATE_DONE
 
-    with contextlib.closing(test_mongo.client(standin.url)) as c:
+    with contextlib.closing(client(standin.url)) as c:
         jobs = c["hks_test"]["jobs"]
-        ctrl = test_mongo.reserved_trial(standin.url, jobs)
-        result = test_mongo.run_objective(ctrl, tmp_path, monkeypatch, train_s=0.5,
+        ctrl = reserved_trial(standin.url, jobs)
+        result = run_objective(ctrl, tmp_path, monkeypatch, train_s=0.5,
                                           during_training=lambda: outage(standin, 7))  # ends in the outage
         assert "MongoDB unreachable while storing the result of trial 1" in capsys.readouterr().out
         assert jobs.find_one({"tid": 1})["result"]["model_name"] == result["model_name"]
-        assert [r["trial_id"] for r in test_mongo.results(tmp_path).values()] == [1]
+        assert [r["trial_id"] for r in results(tmp_path).values()] == [1]
         outage(standin, 7)  # and as hyperopt stores the result and the state after the trial
         ctrl.checkpoint(result)
         ctrl.trials.handle.update(ctrl.current_trial, {"state": JOB_STATE_DONE})
@@ -113,14 +110,14 @@ def test_a_trial_that_finishes_during_an_outage_keeps_its_result(tmp_path, stand
 
 @pytest.mark.slow
 def test_the_driver_waits_through_an_outage_and_stops_past_stale_after(standin, processes):
-    search = test_mongo.driver(processes, "driver", standin.url, "--max-evals", "1", "--stale-after", "10")
-    test_mongo.wait_for(lambda: "more will be queued" in test_mongo.output(search), 300, "driver started", search)
+    search = driver(processes, "driver", standin.url, "--max-evals", "1", "--stale-after", "10")
+    wait_for(lambda: "more will be queued" in output(search), 300, "driver started", search)
     time.sleep(2)  # the trial queued: the driver polls MongoDB
     outage(standin, 7)  # longer than a request waits for a server: the driver sees it
-    test_mongo.wait_for(lambda: "MongoDB is back after" in test_mongo.output(search), 60, "driver going on", search)
+    wait_for(lambda: "MongoDB is back after" in output(search), 60, "driver going on", search)
     standin.stop()  # for good
     assert search.wait(120) == 1
-    out = test_mongo.output(search)
+    out = output(search)
     assert "MongoDB unreachable while queueing and watching trials" in out and "Traceback" not in out
     assert out.strip().splitlines()[-1].startswith("error: MongoDB unreachable for 10 s (--stale-after) while ")
 
@@ -131,14 +128,14 @@ def test_an_idle_worker_waits_through_an_outage_and_exits_non_zero_past_stale_af
     trials = mongo_search.connect_or_exit(standin.url, EXP)
     mongo_search.store_settings_or_exit(trials, {"dataset": "cifar100", "data_dir": "ml_req", "validation": "split",
                                                  "train_subset": None, "epochs": 1, "stale_after": 10}, EXP)
-    idle = test_mongo.worker(processes, "worker", standin.url)
-    test_mongo.wait_for(lambda: "taking trials" in test_mongo.output(idle), 300, "worker started", idle)
+    idle = worker(processes, "worker", standin.url)
+    wait_for(lambda: "taking trials" in output(idle), 300, "worker started", idle)
     time.sleep(8)  # its trial's process started, and polls for a trial
     outage(standin, 7)
-    test_mongo.wait_for(lambda: "MongoDB is back after" in test_mongo.output(idle), 60, "worker going on", idle)
+    wait_for(lambda: "MongoDB is back after" in output(idle), 60, "worker going on", idle)
     standin.stop()  # for good: a supervisor must see the worker fail, to restart it
     assert idle.wait(120) == hyperopt_worker.WORKER_MUST_STOP
-    out = test_mongo.output(idle)
+    out = output(idle)
     assert "MongoDB unreachable while waiting for a trial" in out and "Traceback" not in out
     assert out.strip().splitlines()[-1].startswith("error: MongoDB unreachable for 10 s (--stale-after) while ")
 
@@ -189,10 +186,10 @@ def test_a_worker_of_another_version_than_its_experiment_says_which_to_update(tm
     settings = {**old_settings(), **({mongo_search.VERSION: version} if version > 1 else {})}
     trials.attachments[mongo_search.SETTINGS] = json.dumps(settings).encode()
     jobs.insert_one({"exp_key": EXP, "state": JOB_STATE_NEW, "owner": None, "tid": 0, "version": 0})
-    other = test_mongo.worker(processes, "worker", mongo_url)
+    other = worker(processes, "worker", mongo_url)
     assert other.wait(120) == 1
-    lines = test_mongo.output(other).strip().splitlines()
-    assert lines[-1].startswith(f"error: experiment {EXP!r} ") and "Traceback" not in test_mongo.output(other)
+    lines = output(other).strip().splitlines()
+    assert lines[-1].startswith(f"error: experiment {EXP!r} ") and "Traceback" not in output(other)
     assert ("update this worker" if version == 3 else "resume it with a driver of this version") in lines[-1]
     assert jobs.find_one({"tid": 0})["state"] == JOB_STATE_NEW
 
@@ -208,9 +205,9 @@ def test_a_worker_that_cannot_load_the_experiments_objective_says_so_in_one_line
     trials.attachments[mongo_search.DOMAIN] = b"c" b"old_hks_objective\nObjective\n."  # pickle: a moved class
     jobs.insert_one({"exp_key": EXP, "state": JOB_STATE_NEW, "owner": None, "tid": 0, "version": 0,
                      "misc": {"cmd": ("domain_attachment", mongo_search.DOMAIN), "tid": 0, "idxs": {}, "vals": {}}})
-    stuck = test_mongo.worker(processes, "worker", mongo_url)
+    stuck = worker(processes, "worker", mongo_url)
     assert stuck.wait(300) == hyperopt_worker.WORKER_MUST_STOP
-    out = test_mongo.output(stuck)
+    out = output(stuck)
     assert "Traceback" not in out
     assert out.strip().splitlines()[-1] == (
         f"error: this worker cannot load the objective of experiment {EXP!r} (ModuleNotFoundError: No module named "

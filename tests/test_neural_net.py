@@ -5,26 +5,9 @@ import pytest
 from hyperopt import STATUS_FAIL, STATUS_OK
 from hyperopt.pyll import stochastic
 
-from conftest import write_cifar100_archive
+from conftest import CASES, SMALL, write_cifar100_archive
 from neural_net import build_and_train, build_model
 from search_space import CLASSIC_BEST_SPACE, DEMO_SPACE, space
-
-SMALL = dict(CLASSIC_BEST_SPACE, conv_hiddn_units_mult=0.3, fc_units_1_mult=0.2, residual=None, first_conv=None,
-             nb_conv_pool_layers=2, pooling_type="max", batch_size=64.0)
-
-# Together these cover every value of every architecture key at least once.
-CASES = [
-    dict(pooling_type="max", residual=None, first_conv=None, nb_conv_pool_layers=2, use_BN=False, one_more_fc=None),
-    dict(pooling_type="avg", residual=1.0, first_conv=3, nb_conv_pool_layers=3, use_BN=True, one_more_fc=0.6),
-    dict(pooling_type="all_conv", residual=2.0, first_conv=4, nb_conv_pool_layers=2, use_BN=True, one_more_fc=None,
-         conv_pool_res_start_idx=1.0),
-    dict(pooling_type="all_conv", residual=3.0, first_conv=None, nb_conv_pool_layers=3, use_BN=False,
-         one_more_fc=0.6, activation="relu", conv_kernel_size=2.0, res_conv_kernel_size=4.0),
-    dict(pooling_type="inception", residual=4.0, first_conv=3, nb_conv_pool_layers=3, use_BN=False, one_more_fc=None,
-         conv_pool_res_start_idx=2.0, conv_kernel_size=4.0, res_conv_kernel_size=3.0),
-    dict(pooling_type="inception", residual=None, first_conv=4, nb_conv_pool_layers=2, use_BN=True, one_more_fc=0.6),
-]
-
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(str(v) for v in c.values()))
 def test_every_architecture_choice_builds_and_predicts_both_heads(case):

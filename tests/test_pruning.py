@@ -4,13 +4,12 @@ MongoDB workers in tests/test_mongo.py."""
 import pytest
 from hyperopt import JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_RUNNING, STATUS_FAIL, STATUS_OK, Trials
 
-from conftest import write_cifar100_archive
+from conftest import SMALL, write_cifar100_archive
 from neural_net import build_and_train
 from objective import make_objective
 from pruning import (METRIC, PRUNE_MIN_TRIALS, AshaRule, CurveRule, MedianStoppingRule, asha_goes_on, asha_rungs,
                      at_rung, best_by_epoch, best_reached, curve_bound, prune_warmup)
 from search_space import space
-from test_neural_net import SMALL
 from utils import best_result
 
 

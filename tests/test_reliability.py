@@ -7,7 +7,6 @@ The tests run as root, which writes through chmod, so an unwritable folder is a 
 import errno
 import json
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -15,43 +14,12 @@ import sys
 import pytest
 
 import utils
-from conftest import ROOT, write_cifar100_archive, write_classic_search
-from test_neural_net import SMALL
+from conftest import ROOT, SMALL, result_names, saved_trials, write_cifar100_archive, write_classic_search
 
 
 def driver(args, cwd):
     return subprocess.run([sys.executable, os.path.join(ROOT, "hyperopt_optimize.py"), *args], cwd=cwd,
                           capture_output=True, text=True, timeout=300)
-
-
-@pytest.fixture
-def quick_search(tmp_path, monkeypatch):
-    """In-process searches in tmp_path whose trials fail at once (no training): they still write result files."""
-    import hyperopt_optimize
-    import neural_net
-
-    built = []
-
-    def bad_combination(*args, **kwargs):
-        built.append(1)
-        raise ValueError("this combination cannot be built")
-    monkeypatch.setattr(neural_net, "build_model", bad_combination)
-    monkeypatch.setattr(hyperopt_optimize, "TRIAL_PROCESS", False)  # the patch above applies in this process only
-    write_cifar100_archive(tmp_path / "ml_req", classes=range(10))
-    monkeypatch.chdir(tmp_path)
-
-    def search(*args):
-        return hyperopt_optimize.run_search(hyperopt_optimize.parse_args(["--epochs", "1", *args]))
-    search.built = built
-    return search
-
-
-def saved_trials(folder):
-    return pickle.loads((folder / "results.pkl").read_bytes()).trials
-
-
-def result_names(folder):
-    return sorted(p.name for p in (folder / "results").glob("*.txt.json"))
 
 
 def temporaries(folder):

@@ -15,12 +15,8 @@ import pytest
 from hyperopt import STATUS_FAIL, Trials, fmin, tpe
 
 import utils
-from conftest import ROOT, classic_result, write_cifar100_archive, write_classic_search
-from test_neural_net import SMALL
-import test_reliability
-from test_reliability import result_names, saved_trials
-
-quick_search = test_reliability.quick_search  # the fixture: in-process searches whose trials fail at once
+from conftest import (ROOT, SMALL, classic_result, result_names, saved_trials, write_cifar100_archive,
+                      write_classic_search)
 
 
 def one_line_exit(exit_info):
