@@ -250,7 +250,8 @@ def main(argv=None):
     p.add_argument("--min-epochs", type=int, default=1, help="asha's first rung (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of every search (default %(default)s)")
     p.add_argument("--work-dir", help="keep the subset, logs and results here (default: a temporary folder)")
-    p.add_argument("--quick", action="store_true", help="6 trials of 4 epochs on 10 x 20 images (for CI)")
+    p.add_argument("--quick", action="store_true",
+                   help="6 trials of 4 epochs on 10 x 5 images (for CI)")
     p.add_argument("--replay-from", metavar="WORK",
                    help="run no search: replay the rules on the curves of an earlier run's --work-dir (its "
                         "none/results.pkl), in seconds, and check them against its median and curve runs; give "
@@ -269,7 +270,7 @@ def main(argv=None):
         return 0
     if args.quick:
         args.trials, args.epochs, args.classes = 6, 4, 10
-        args.train_per_class, args.val_per_class, args.test_per_class = 20, 2, 2
+        args.train_per_class, args.val_per_class, args.test_per_class = 5, 1, 1
     classes = list(range(0, 100, 100 // args.classes))[:args.classes]
     os.environ["HKS_PRUNE_ETA"], os.environ["HKS_PRUNE_MIN_EPOCHS"] = str(args.eta), str(args.min_epochs)
 

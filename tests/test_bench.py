@@ -24,7 +24,7 @@ def table_rows(stdout, first_column):
 
 @pytest.mark.slow
 def test_search_efficiency_quick_runs_every_rule_and_replays_them(tmp_path):
-    write_cifar100_archive(tmp_path / "ml_req", train_per_class=20, test_per_class=4)
+    write_cifar100_archive(tmp_path / "ml_req", train_per_class=5, test_per_class=2)
     out = run([sys.executable, os.path.join(ROOT, "bench", "search_efficiency.py"), "--quick",
                "--data-dir", str(tmp_path / "ml_req"), "--work-dir", str(tmp_path / "work")], tmp_path)
     assert out.returncode == 0, out.stderr
