@@ -40,7 +40,7 @@ fi
 left=$((start + budget - $(date +%s)))
 echo "== Training the classic best hyperspace on the real archive (${left} s left)"
 if [ "$quick" = "--quick" ]; then
-  python3 bench/timed_training.py --data-dir "${DATA_DIR:-ml_req}" --train-subset 500 --seconds 20 \
+  python3 bench/timed_training.py --data-dir "${DATA_DIR:-ml_req}" --train-subset 100 --seconds 20 \
     --results-dir "${RESULTS_DIR:-results/timed_training}"
 elif [ "$left" -gt 60 ]; then
   python3 bench/timed_training.py --data-dir "${DATA_DIR:-ml_req}" --seconds "$left" \
