@@ -37,21 +37,23 @@ def test_jax_builds_every_architecture_and_trains_without_tensorflow(tmp_path):
     pytest.importorskip("jax")
     (tmp_path / "small.json").write_text(json.dumps(dict(SMALL, batch_size=32.0, lr_rate_mult=1.0)))
     (tmp_path / "cases.json").write_text(json.dumps([dict(SMALL, **case) for case in CASES]))
+    write_cifar100_archive(tmp_path / "ml_req", classes=range(10), train_per_class=60, test_per_class=10)
+    # One process (a JAX start is seconds of CPU): every architecture built, then train.py run.
     (tmp_path / "check_models.py").write_text(
-        "import json, numpy as np, keras\n"
+        "import json, runpy, sys, numpy as np, keras\n"
         "from neural_net import build_model\nfrom search_space import CLASSIC_BEST_SPACE\n"
         "images = np.zeros((2, 32, 32, 3), np.uint8)\n"
         "for hyperspace in json.load(open('cases.json')):\n"
         "    out = build_model(hyperspace)(images)\n"
         "    assert out['fine_outputs'].shape == (2, 100) and out['coarse_outputs'].shape == (2, 20)\n"
-        "print(keras.backend.backend(), round(build_model(CLASSIC_BEST_SPACE).count_params() / 1e6, 2))\n")
-    models = run_on("jax", ["check_models.py"], tmp_path)
-    assert models.returncode == 0, models.stderr
-    assert models.stdout.split() == ["jax", "7.06"]
-
-    write_cifar100_archive(tmp_path / "ml_req", classes=range(10), train_per_class=60, test_per_class=10)
-    trained = run_on("jax", [os.path.join(ROOT, "train.py"), "--space", "small.json", "--epochs", "2"], tmp_path)
+        "count = round(build_model(CLASSIC_BEST_SPACE).count_params() / 1e6, 2)\n"
+        "print('built:', keras.backend.backend(), count, flush=True)\n"
+        "sys.argv = sys.argv[1:]\n"
+        "runpy.run_path(sys.argv[0], run_name='__main__')\n")
+    trained = run_on("jax", ["check_models.py", os.path.join(ROOT, "train.py"), "--space", "small.json",
+                             "--epochs", "2"], tmp_path)
     assert trained.returncode == 0, trained.stderr
+    assert trained.stdout.splitlines()[0].split() == ["built:", "jax", "7.06"]
     (path,) = (tmp_path / "results").glob("model_*.txt.json")
     result = json.loads(path.read_text())
     assert result["keras_backend"] == "jax" and result["precision"] == "float32"
