@@ -161,7 +161,8 @@ def test_tiny_search_with_tensorboard_then_report_with_models(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     write_cifar100_archive(tmp_path / "ml_req")
-    search = run("hyperopt_optimize.py", ["--epochs", "2", "--max-evals", "2", "--tensorboard"], tmp_path)
+    search = run("hyperopt_optimize.py", ["--epochs", "2", "--train-subset", "60", "--max-evals", "2",
+                                          "--tensorboard"], tmp_path)
     assert search.returncode == 0, search.stderr[-3000:]
     assert "New best model: drew results/model_best.png" in search.stdout
     assert re.search(r"About \d+ (s|min) left for 1 more trials", search.stdout)

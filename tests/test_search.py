@@ -28,7 +28,7 @@ def result_files(folder):
 @pytest.mark.slow
 def test_search_writes_results_and_resumes_to_the_total(tmp_path):
     write_cifar100_archive(tmp_path / "ml_req")
-    first = run(["--epochs", "1", "--max-evals", "2"], tmp_path)
+    first = run(["--epochs", "1", "--train-subset", "60", "--max-evals", "2"], tmp_path)
     assert first.returncode == 0, first.stderr
     assert "Found 0 saved trials" in first.stdout and "Best of 2 trials" in first.stdout
     files = result_files(tmp_path)
@@ -43,7 +43,7 @@ def test_search_writes_results_and_resumes_to_the_total(tmp_path):
     assert sorted(json.loads(f.read_text())["trial_id"] for f in files) == [t["tid"] for t in trials.trials]
     before = [(t["tid"], t["misc"]["vals"], t["result"]) for t in trials.trials]
 
-    second = run(["--epochs", "1", "--max-evals", "3"], tmp_path)
+    second = run(["--epochs", "1", "--train-subset", "60", "--max-evals", "3"], tmp_path)
     assert second.returncode == 0, second.stderr
     assert "Found 2 saved trials in results.pkl; 1 more will run" in second.stdout
     trials = pickle.loads((tmp_path / "results.pkl").read_bytes())
@@ -51,14 +51,15 @@ def test_search_writes_results_and_resumes_to_the_total(tmp_path):
     assert [(t["tid"], t["misc"]["vals"], t["result"]) for t in trials.trials[:2]] == before
     assert trials.trials[2]["misc"]["vals"] != trials.trials[0]["misc"]["vals"]  # a new point, not a replay
 
-    done = run(["--epochs", "1", "--max-evals", "3"], tmp_path)
+    done = run(["--epochs", "1", "--train-subset", "60", "--max-evals", "3"], tmp_path)
     assert done.returncode == 0 and "0 more will run" in done.stdout and len(result_files(tmp_path)) == 3
 
 
 @pytest.mark.slow
 def test_cifar10_searches_and_retrains_with_the_fine_keys(tmp_path):
     write_cifar10_archive(tmp_path / "ml_req")
-    out = run(["--dataset", "cifar10", "--epochs", "1", "--max-evals", "2"], tmp_path)
+    out = run(["--dataset", "cifar10", "--epochs", "1", "--train-subset", "60", "--max-evals", "2"],
+              tmp_path)
     assert out.returncode == 0, out.stderr
     results = [json.loads(f.read_text()) for f in result_files(tmp_path)]
     assert [r["status"] for r in results] == ["ok", "ok"], [r.get("error") for r in results]
@@ -67,8 +68,9 @@ def test_cifar10_searches_and_retrains_with_the_fine_keys(tmp_path):
         assert r["loss"] == -r["fine_best_accuracy"] and r["coarse_best_accuracy"] is None
         assert r["dataset"] == "cifar10" and "val_fine_outputs_accuracy" in r["history"]
 
-    retrain = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--dataset", "cifar10", "--epochs", "1",
-                              "--no-tensorboard"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    retrain = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--dataset", "cifar10",
+                              "--epochs", "1", "--train-subset", "60", "--no-tensorboard"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=600)
     assert retrain.returncode == 0, retrain.stdout + retrain.stderr
     retrained = [json.loads(f.read_text()) for f in result_files(tmp_path)]
     retrained = [r for r in retrained if r["model_name"] not in {old["model_name"] for old in results}]
