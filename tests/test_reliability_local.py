@@ -295,7 +295,7 @@ def test_ctrl_c_during_set_up_stops_the_search_and_is_never_a_failed_trial(quick
 
 
 def start_driver(tmp_path, *args):
-    write_cifar100_archive(tmp_path / "ml_req", classes=range(10), train_per_class=40)
+    write_cifar100_archive(tmp_path / "ml_req", classes=range(10), train_per_class=10)
     return subprocess.Popen([sys.executable, os.path.join(ROOT, "hyperopt_optimize.py"), "--epochs", "30",
                              "--max-evals", "3", "--validation", "test", "--prune", "none", *args],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
