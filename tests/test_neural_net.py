@@ -33,8 +33,9 @@ def test_fifty_random_points_of_the_space_build():
 
 
 def test_one_and_two_heads_log_the_same_fine_names():
-    """Keras 3 drops the output's name from a single-output model's logs (val_accuracy) and logs no loss of
-    its own for it: every reader of the fine metrics (KeepBestWeights, pruning, the result keys) would miss them."""
+    """Keras 3 drops the output's name from a single-output model's logs (val_accuracy) and logs no
+    loss of its own for it: every reader of the fine metrics (KeepBestWeights, pruning, the result
+    keys) would miss them."""
     import keras
 
     rng = np.random.default_rng(0)
@@ -46,7 +47,8 @@ def test_one_and_two_heads_log_the_same_fine_names():
         y = {k: v for k, v in y.items() if k in model.output_names}
         logs = model.fit(images, y, validation_data=(images, y), epochs=1, verbose=0).history
         names[nb_coarse] = {k for k in logs if "coarse" not in k}
-        assert set(model.evaluate(images, y, verbose=0, return_dict=True)) == {k[4:] for k in logs if k[:4] == "val_"}
+        assert set(model.evaluate(images, y, verbose=0,
+                                  return_dict=True)) == {k[4:] for k in logs if k[:4] == "val_"}
         keras.backend.clear_session()
     assert names[0] == names[20]
     assert {"val_fine_outputs_accuracy", "val_fine_outputs_loss", "val_loss"} <= names[0]
@@ -60,8 +62,10 @@ def test_flip_is_training_only():
     images = np.random.default_rng(1).uniform(-1, 1, (16, 32, 32, 3)).astype("float32")
     mirrored = images[:, :, ::-1]
     seen = np.array([[np.array_equal(out[i], mirrored[i]) for i in range(len(images))]
-                     for out in (keras.ops.convert_to_numpy(flip(images, training=True)) for _ in range(3))])
-    assert seen.any() and not seen.all()  # in training, a random half of the images is mirrored left-right
+                     for out in (keras.ops.convert_to_numpy(flip(images, training=True))
+                                 for _ in range(3))])
+    # in training, a random half of the images is mirrored left-right
+    assert seen.any() and not seen.all()
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(flip(images, training=False)), images)
     pixels = np.random.default_rng(2).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     a = model.predict(pixels, verbose=0)["fine_outputs"]
@@ -72,7 +76,8 @@ def test_flip_is_training_only():
 def test_one_short_trial_learns_easy_classes(tmp_path):
     data_dir = tmp_path / "ml_req"
     write_cifar100_archive(data_dir, classes=range(10), train_per_class=60, test_per_class=10)
-    settings = dict(epochs=2, data_dir=str(data_dir), results_dir=str(tmp_path / "results"), verbose=0)
+    settings = dict(epochs=2, data_dir=str(data_dir), results_dir=str(tmp_path / "results"),
+                    verbose=0)
     result = build_and_train(dict(SMALL, batch_size=32.0, lr_rate_mult=1.0), settings)
     assert result["status"] == STATUS_OK, result.get("error")
     assert result["fine_best_accuracy"] > 0.5  # 10 classes present: chance is 0.1
@@ -85,7 +90,8 @@ def test_one_short_trial_learns_easy_classes(tmp_path):
 def test_a_diverging_trial_is_recorded_as_failed_with_its_reason(tmp_path):
     data_dir = tmp_path / "ml_req"
     write_cifar100_archive(data_dir, classes=range(10), train_per_class=20)
-    settings = dict(epochs=2, data_dir=str(data_dir), results_dir=str(tmp_path / "results"), verbose=0)
+    settings = dict(epochs=2, data_dir=str(data_dir), results_dir=str(tmp_path / "results"),
+                    verbose=0)
     result = build_and_train(dict(SMALL, lr_rate_mult=1e9, use_BN=False), settings)
     assert result["status"] == STATUS_FAIL
     assert "NaN" in result["error"] and "Traceback" in result["traceback"]
