@@ -10,7 +10,7 @@ import sys
 import pytest
 from hyperopt import STATUS_OK
 
-from conftest import ROOT, write_cifar100_archive
+from conftest import QUICK_SEED, ROOT, write_cifar100_archive
 from pruning import PRUNE_MIN_TRIALS, curve_bound, prune_warmup
 
 
@@ -27,8 +27,8 @@ def table_rows(stdout, first_column):
 def test_search_efficiency_quick_runs_every_rule_and_replays_them(tmp_path):
     write_cifar100_archive(tmp_path / "ml_req", train_per_class=5, test_per_class=2)
     out = run([sys.executable, os.path.join(ROOT, "bench", "search_efficiency.py"), "--quick",
-               "--data-dir", str(tmp_path / "ml_req"), "--work-dir", str(tmp_path / "work")],
-              tmp_path)
+               "--seed", QUICK_SEED, "--data-dir", str(tmp_path / "ml_req"),
+               "--work-dir", str(tmp_path / "work")], tmp_path)
     assert out.returncode == 0, out.stderr
     # the real runs' table (the replay's follows)
     runs = out.stdout.split("Replay on the none search's curves")[0]

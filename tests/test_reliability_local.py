@@ -15,7 +15,7 @@ import pytest
 from hyperopt import STATUS_FAIL, Trials, fmin, tpe
 
 import utils
-from conftest import (ROOT, SMALL, classic_result, result_names, saved_trials,
+from conftest import (QUICK_SEED, ROOT, SMALL, classic_result, result_names, saved_trials,
                       write_cifar100_archive, write_classic_search)
 
 
@@ -325,8 +325,8 @@ def test_ctrl_c_during_set_up_stops_the_search_and_is_never_a_failed_trial(
 def start_driver(tmp_path, *args):
     write_cifar100_archive(tmp_path / "ml_req", classes=range(10), train_per_class=10)
     return subprocess.Popen([sys.executable, os.path.join(ROOT, "hyperopt_optimize.py"), "--epochs",
-                             "30",
-                             "--max-evals", "3", "--validation", "test", "--prune", "none", *args],
+                             "30", "--seed", QUICK_SEED, "--max-evals", "3", "--validation", "test",
+                             "--prune", "none", *args],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, write_cifar10_archive, write_cifar100_archive
+from conftest import QUICK_SEED, ROOT, write_cifar10_archive, write_cifar100_archive
 
 CLASSIC_KEYS = {"loss", "real_loss", "fine_best_accuracy", "fine_best_loss", "fine_end_accuracy",
                 "fine_end_loss",
@@ -19,10 +19,14 @@ ADDED_KEYS = {"fine_test_accuracy", "coarse_test_accuracy", "epochs_run", "best_
               "trial_id"}
 
 
+# One epoch of small networks on 60 images: what the searches check is the same on more.
+QUICK = ["--epochs", "1", "--train-subset", "60", "--seed", QUICK_SEED]
+
+
 def run(args, cwd, **env):
     return subprocess.run([sys.executable, os.path.join(ROOT, "hyperopt_optimize.py"), *args],
-                          cwd=cwd,
-                          capture_output=True, text=True, timeout=600, env={**os.environ, **env})
+                          cwd=cwd, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **env})
 
 
 def result_files(folder):
@@ -32,7 +36,7 @@ def result_files(folder):
 @pytest.mark.slow
 def test_search_writes_results_and_resumes_to_the_total(tmp_path):
     write_cifar100_archive(tmp_path / "ml_req")
-    first = run(["--epochs", "1", "--train-subset", "60", "--max-evals", "2"], tmp_path)
+    first = run([*QUICK, "--max-evals", "2"], tmp_path)
     assert first.returncode == 0, first.stderr
     assert "Found 0 saved trials" in first.stdout and "Best of 2 trials" in first.stdout
     files = result_files(tmp_path)
@@ -48,7 +52,7 @@ def test_search_writes_results_and_resumes_to_the_total(tmp_path):
                   for f in files) == [t["tid"] for t in trials.trials]
     before = [(t["tid"], t["misc"]["vals"], t["result"]) for t in trials.trials]
 
-    second = run(["--epochs", "1", "--train-subset", "60", "--max-evals", "3"], tmp_path)
+    second = run([*QUICK, "--max-evals", "3"], tmp_path)
     assert second.returncode == 0, second.stderr
     assert "Found 2 saved trials in results.pkl; 1 more will run" in second.stdout
     trials = pickle.loads((tmp_path / "results.pkl").read_bytes())
@@ -57,7 +61,7 @@ def test_search_writes_results_and_resumes_to_the_total(tmp_path):
     # a new point, not a replay
     assert trials.trials[2]["misc"]["vals"] != trials.trials[0]["misc"]["vals"]
 
-    done = run(["--epochs", "1", "--train-subset", "60", "--max-evals", "3"], tmp_path)
+    done = run([*QUICK, "--max-evals", "3"], tmp_path)
     assert done.returncode == 0 and "0 more will run" in done.stdout and len(
         result_files(tmp_path)) == 3
 
@@ -65,8 +69,7 @@ def test_search_writes_results_and_resumes_to_the_total(tmp_path):
 @pytest.mark.slow
 def test_cifar10_searches_and_retrains_with_the_fine_keys(tmp_path):
     write_cifar10_archive(tmp_path / "ml_req")
-    out = run(["--dataset", "cifar10", "--epochs", "1", "--train-subset", "60", "--max-evals", "2"],
-              tmp_path)
+    out = run(["--dataset", "cifar10", *QUICK, "--max-evals", "2"], tmp_path)
     assert out.returncode == 0, out.stderr
     results = [json.loads(f.read_text()) for f in result_files(tmp_path)]
     assert [r["status"] for r in results] == ["ok", "ok"], [r.get("error") for r in results]
