@@ -138,6 +138,17 @@ def fresh_data_cache():
     yield
 
 
+@pytest.fixture(autouse=True)
+def restore_stop_signal_handlers():
+    """Each test starts with the process's signal handlers: a trial stopped in the test's process
+    (lost_workers.Stopped) ignores the stop signals from then on."""
+    signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    handlers = {sig: signal.getsignal(sig) for sig in signals}
+    yield
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
+
+
 @pytest.fixture
 def tiny_cifar100(tmp_path):
     write_cifar100_archive(tmp_path / "ml_req")
