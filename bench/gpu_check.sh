@@ -22,14 +22,20 @@ if [ -n "${WHEELS:-}" ]; then
   python3 -m pip install -q --no-index --find-links "$WHEELS" "$WHEELS"/*.whl
 fi
 if [ -z "${KERAS_BACKEND:-}" ]; then
-  if python3 -c "import jax" 2>/dev/null; then export KERAS_BACKEND=jax; else export KERAS_BACKEND=tensorflow; fi
+  if python3 -c "import jax" 2>/dev/null; then
+    export KERAS_BACKEND=jax
+  else
+    export KERAS_BACKEND=tensorflow
+  fi
 fi
 
 echo "== Device"
 python3 -c "import device; print(device.describe())"
-command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+command -v nvidia-smi >/dev/null \
+  && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 
-echo "== Throughput: classic best hyperspace, float32 and each mixed precision the device computes natively"
+echo "== Throughput: classic best hyperspace, float32 and each mixed precision the device" \
+  "computes natively"
 if [ "$quick" = "--quick" ]; then
   python3 bench/throughput.py --quick
 else
@@ -40,7 +46,7 @@ fi
 left=$((start + budget - $(date +%s)))
 echo "== Training the classic best hyperspace on the real archive (${left} s left)"
 if [ "$quick" = "--quick" ]; then
-  python3 bench/timed_training.py --data-dir "${DATA_DIR:-ml_req}" --train-subset 500 --seconds 20 \
+  python3 bench/timed_training.py --data-dir "${DATA_DIR:-ml_req}" --train-subset 100 --seconds 20 \
     --results-dir "${RESULTS_DIR:-results/timed_training}"
 elif [ "$left" -gt 60 ]; then
   python3 bench/timed_training.py --data-dir "${DATA_DIR:-ml_req}" --seconds "$left" \

@@ -1,7 +1,8 @@
-"""The memory of a local search, trial after trial: the driver's resident memory (RSS) after each trial.
+"""The memory of a local search, trial after trial: the driver's resident memory (RSS) after each
+trial.
 
-    python3 bench/memory.py                   # 50 tiny trials on a synthetic archive in the real format
-    python3 bench/memory.py --trials 10 --quick
+    python3 bench/memory.py                   # 50 tiny trials on a synthetic archive in the real
+    format python3 bench/memory.py --trials 10 --quick
 
 It runs hyperopt_optimize.py's local search in this process, in a temporary folder, on a tiny
 CIFAR-100 archive written in the official format (100 classes, --per-class training images each),
@@ -63,16 +64,21 @@ class PeakSampler(threading.Thread):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--trials", type=int, default=50)
-    p.add_argument("--per-class", type=int, default=2, help="training images per class (default %(default)s)")
+    p.add_argument("--per-class", type=int, default=2,
+                   help="training images per class (default %(default)s)")
     p.add_argument("--quick", action="store_true", help="a tiny run (CI): 10 classes")
     p.add_argument("--in-process", action="store_true",
-                   help="train the trials in the driver's process (hyperopt_optimize.TRIAL_PROCESS = False)")
+                   help="train the trials in the driver's process (hyperopt_optimize.TRIAL_PROCESS "
+                        "= False)")
     p.add_argument("--speed", type=int, metavar="ROUNDS",
-                   help="instead: time one hyperspace trained ROUNDS times each way, in the driver's process "
+                   help="instead: time one hyperspace trained ROUNDS times each way, in the "
+                        "driver's process "
                         "and in a trial's process, in alternation (the same load for both)")
-    p.add_argument("--epochs", type=int, default=1, help="epochs of each --speed training (default %(default)s)")
+    p.add_argument("--epochs", type=int, default=1,
+                   help="epochs of each --speed training (default %(default)s)")
     args = p.parse_args(argv)
     if args.speed:
         return compare_speed(args)
@@ -93,29 +99,39 @@ def main(argv=None):
         real_save(trials, path)
         now, rss, tree, peak = time.time(), rss_mb(), tree_mb(os.getpid()), sampler.reset()
         rows.append((len(trials.trials), rss, rss - last[1], now - last[0]))
-        since_fifth = f"; {(rss - rows[4][1]) / (len(rows) - 5):+.1f} MB/trial since the 5th" if len(rows) > 5 else ""
-        print(f"MEMORY trial {len(trials.trials):3d}: driver RSS {rss:7.1f} MB ({rss - last[1]:+6.1f}); "
-              f"with its processes {tree:7.1f} MB, {peak:7.1f} at most during the trial; {now - last[0]:5.1f} s"
+        since_fifth = (f"; {(rss - rows[4][1]) / (len(rows) - 5):+.1f} MB/trial since the "
+                       "5th") if len(rows) > 5 else ""
+        print(
+            f"MEMORY trial {len(trials.trials):3d}: driver RSS {rss:7.1f} MB "
+            f"({rss - last[1]:+6.1f}); "
+              f"with its processes {tree:7.1f} MB, {peak:7.1f} at most during the trial; "
+              f"{now - last[0]:5.1f} s"
               + since_fifth, flush=True)
         last[:] = [now, rss]
     hyperopt_optimize.save_trials = save_trials
 
     print(f"RSS before the search: {rss_mb():.1f} MB", flush=True)
-    options = ["--max-evals", str(args.trials), "--epochs", "1", "--validation", "test", "--prune", "none"]
+    options = ["--max-evals", str(args.trials), "--epochs", "1", "--validation", "test", "--prune",
+               "none"]
     code = hyperopt_optimize.run_search(hyperopt_optimize.parse_args(options))
     if code != 0 or len(rows) < 7:
         sys.exit(f"error: the search ended with {code} after {len(rows)} trials")
     later = rows[5:]
     growth = (later[-1][1] - rows[4][1]) / len(later)
-    print(f"\n{len(rows)} trials: RSS {rows[0][1]:.0f} MB after the first, {rows[4][1]:.0f} MB after the fifth, "
-          f"{rows[-1][1]:.0f} MB after the last; growth after the first five: {growth:+.1f} MB per trial")
-    print(f"Mean time of a trial: {sum(r[3] for r in rows) / len(rows):.2f} s (after the first five: "
+    print(
+        f"\n{len(rows)} trials: RSS {rows[0][1]:.0f} MB after the first, {rows[4][1]:.0f} MB after "
+        "the fifth, "
+          f"{rows[-1][1]:.0f} MB after the last; growth after the first five: {growth:+.1f} MB per "
+          "trial")
+    print(
+        f"Mean time of a trial: {sum(r[3] for r in rows) / len(rows):.2f} s (after the first five: "
           f"{sum(r[3] for r in later) / len(later):.2f} s)")
     return 0
 
 
 def compare_speed(args):
-    """One trial's time trained in this process and in a process of its own (trial_process.py), alternating."""
+    """One trial's time trained in this process and in a process of its own (trial_process.py),
+    alternating."""
     from hyperopt import Trials
 
     import trial_process
@@ -129,21 +145,27 @@ def compare_speed(args):
     settings = Settings(epochs=args.epochs, validation="test", prune="none")
     trial = {"tid": 0}
     times = {"driver": [], "own process": []}
-    for round_ in range(args.speed + 1):  # round 0 warms both up (the forkserver loads TensorFlow): not counted
+    # round 0 warms both up (the forkserver loads TensorFlow): not counted
+    for round_ in range(args.speed + 1):
         for way in times:
             start = time.time()
             if way == "driver":
                 result, _ = run_trial(CLASSIC_BEST_SPACE, settings, trial_id=0)
             else:
-                result = trial_process.train_in_process(CLASSIC_BEST_SPACE, settings, Trials(), trial)
+                result = trial_process.train_in_process(CLASSIC_BEST_SPACE, settings, Trials(),
+                                                        trial)
             took = time.time() - start
             assert result["status"] == "ok", result.get("error")
             if round_:
                 times[way].append(took)
-            print(f"SPEED round {round_}: {way} {took:.2f} s" + ("" if round_ else " (warm-up)"), flush=True)
+            print(f"SPEED round {round_}: {way} {took:.2f} s" + ("" if round_ else " (warm-up)"),
+                  flush=True)
     mean = {way: sum(t) / len(t) for way, t in times.items()}
-    print(f"\nClassic best hyperspace, {args.epochs} epoch(s) on {100 * args.per_class} images, {args.speed} rounds: "
-          f"in the driver's process {mean['driver']:.2f} s, in its own process {mean['own process']:.2f} s "
+    print(
+        f"\nClassic best hyperspace, {args.epochs} epoch(s) on {100 * args.per_class} images, "
+        f"{args.speed} rounds: "
+          f"in the driver's process {mean['driver']:.2f} s, in its own process "
+          f"{mean['own process']:.2f} s "
           f"({mean['own process'] / mean['driver'] - 1:+.1%})")
     return 0
 

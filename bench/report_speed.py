@@ -1,4 +1,5 @@
-"""How long report.py takes on a big search: N result files in the classic format, 100 epochs of history each.
+"""How long report.py takes on a big search: N result files in the classic format, 100 epochs of
+history each.
 
     python3 bench/report_speed.py              # 3,000 files
     python3 bench/report_speed.py --files 300  # quick
@@ -36,8 +37,8 @@ def classic_result(rng, name, epochs=100):
     history.update(loss=curve(), val_loss=curve())
     accuracy = max(history["val_fine_outputs_acc"])
     space = stochastic.sample(search_space.space, rng)  # a point TPE could have drawn
-    result = {"loss": -accuracy, "real_loss": history["val_loss"][-1], "history": history, "space": space,
-              "model_name": name, "status": "ok"}
+    result = {"loss": -accuracy, "real_loss": history["val_loss"][-1], "history": history,
+              "space": space, "model_name": name, "status": "ok"}
     for head in HEADS:
         acc, loss = history[f"val_{head}_outputs_acc"], history[f"val_{head}_outputs_loss"]
         result.update({f"{head}_best_accuracy": max(acc), f"{head}_best_loss": min(loss),
@@ -46,7 +47,8 @@ def classic_result(rng, name, epochs=100):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--files", type=int, default=3000)
     args = p.parse_args()
     rng = np.random.default_rng(0)
@@ -66,8 +68,8 @@ def main():
         report.write_figures(list(rows.values()), results)
         figures_s = time.perf_counter() - start
         start = time.perf_counter()
-        subprocess.run([sys.executable, os.path.join(ROOT, "report.py"), "--results-dir", results], cwd=folder,
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([sys.executable, os.path.join(ROOT, "report.py"), "--results-dir", results],
+                       cwd=folder, check=True, stdout=subprocess.DEVNULL)
         command_s = time.perf_counter() - start
         runs = os.path.join(folder, "runs")
         start = time.perf_counter()
@@ -76,11 +78,13 @@ def main():
         start = time.perf_counter()
         tensorboard_runs.write_runs(list(rows.values()), runs)  # all there: nothing written again
         again_s = time.perf_counter() - start
-        runs_mb = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(runs) for f in files) / 1e6
+        runs_mb = sum(os.path.getsize(os.path.join(d, f)) for d, _,
+                      files in os.walk(runs) for f in files) / 1e6
 
     print(f"{'result files':>14} {'MB':>6} {'read s':>7} {'figures s':>10} {'report.py s':>12} "
           f"{'TB runs s':>10} {'again s':>8} {'runs MB':>8}")
-    print(f"{args.files:>14} {megabytes:>6.0f} {read_s:>7.2f} {figures_s:>10.2f} {command_s:>12.2f} "
+    print(
+        f"{args.files:>14} {megabytes:>6.0f} {read_s:>7.2f} {figures_s:>10.2f} {command_s:>12.2f} "
           f"{runs_s:>10.2f} {again_s:>8.2f} {runs_mb:>8.0f}")
 
 

@@ -1,4 +1,5 @@
-"""Train the classic best hyperspace for as many epochs as fit in a time budget (used by bench/gpu_check.sh).
+"""Train the classic best hyperspace for as many epochs as fit in a time budget (used by
+bench/gpu_check.sh).
 
     python3 bench/timed_training.py --data-dir ml_req --seconds 240
 
@@ -33,16 +34,21 @@ class StopBeforeDeadline(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         took = time.time() - self.start
-        print(f"epoch {epoch + 1}: {took:.1f} s, val fine accuracy {logs['val_fine_outputs_accuracy']:.4f}",
+        print(
+            f"epoch {epoch + 1}: {took:.1f} s, val fine accuracy "
+            f"{logs['val_fine_outputs_accuracy']:.4f}",
               flush=True)
-        if time.time() + took > self.deadline:  # the first epoch, with its compilation, is the slowest
+        # the first epoch, with its compilation, is the slowest
+        if time.time() + took > self.deadline:
             self.model.stop_training = True
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=os.environ.get("HKS_DATA_DIR", "ml_req"))
-    p.add_argument("--seconds", type=float, required=True, help="time budget of the training, evaluation included")
+    p.add_argument("--seconds", type=float, required=True,
+                   help="time budget of the training, evaluation included")
     p.add_argument("--train-subset", type=int, help="train on this many images only (quick runs)")
     p.add_argument("--precision", default="auto")
     p.add_argument("--results-dir", default=os.path.join("results", "timed_training"))
@@ -54,14 +60,18 @@ def main(argv=None):
     except DataError as e:
         print(f"Training skipped: {e}")
         return 0
-    print(f"Classic best hyperspace on {len(split.x_train)} real CIFAR-100 images (validation: {len(split.x_val)}), "
+    print(
+        f"Classic best hyperspace on {len(split.x_train)} real CIFAR-100 images (validation: "
+        f"{len(split.x_val)}), "
           f"for as many epochs as fit in {args.seconds:.0f} s", flush=True)
     deadline = time.time() + args.seconds - 15  # keep time for the final test-set evaluation
     result, _ = run_trial(CLASSIC_BEST_SPACE, settings, callbacks=[StopBeforeDeadline(deadline)])
     save_result(result, settings.results_dir)
     if result["status"] != "ok":
         sys.exit(f"error: the training failed: {result['error']}")
-    print(f"{result['epochs_run']} epochs in {result['train_time_s']:.0f} s ({result['precision']}); best epoch "
+    print(
+        f"{result['epochs_run']} epochs in {result['train_time_s']:.0f} s ({result['precision']}); "
+        "best epoch "
           f"{result['best_epoch']}: val fine accuracy {result['fine_best_accuracy']:.4f}, "
           f"test fine accuracy {result['fine_test_accuracy']:.4f}, test coarse accuracy "
           f"{result['coarse_test_accuracy']:.4f}")

@@ -1,4 +1,5 @@
-"""A test-only MongoDB stand-in: pymongo 4 talks to it over TCP on 127.0.0.1, mongomock stores the data.
+"""A test-only MongoDB stand-in: pymongo 4 talks to it over TCP on 127.0.0.1, mongomock stores the
+data.
 
 No MongoDB server can be installed where the tests run, so this speaks just enough of the wire
 protocol for hyperopt's MongoTrials, its workers and GridFS: the legacy OP_QUERY handshake that
@@ -31,7 +32,8 @@ from pymongo import ReturnDocument
 
 OP_REPLY, OP_QUERY, OP_MSG = 1, 2004, 2013
 SCRAM_ITERATIONS = 4096  # the fewest pymongo accepts
-OPEN_COMMANDS = {"hello", "ismaster", "ping", "buildinfo", "saslstart", "saslcontinue", "endsessions"}
+OPEN_COMMANDS = {"hello", "ismaster", "ping", "buildinfo", "saslstart", "saslcontinue",
+                 "endsessions"}
 MAX_WIRE_VERSION = 17  # MongoDB 6.0: recent enough for pymongo 4, old enough to need no sessions
 HEADER = struct.Struct("<iiii")  # messageLength, requestID, responseTo, opCode
 
@@ -72,7 +74,8 @@ class Scram:
         salt = os.urandom(16)
         self.first = f"r={fields['r']}{base64.b64encode(os.urandom(18)).decode()}," \
                      f"s={base64.b64encode(salt).decode()},i={SCRAM_ITERATIONS}"
-        salted = hashlib.pbkdf2_hmac("sha256", (self.password or "").encode(), salt, SCRAM_ITERATIONS)
+        salted = hashlib.pbkdf2_hmac("sha256", (self.password or "").encode(), salt,
+                                     SCRAM_ITERATIONS)
         self.client_key = hmac.digest(salted, b"Client Key", "sha256")
         self.server_key = hmac.digest(salted, b"Server Key", "sha256")
 
@@ -84,7 +87,8 @@ class Scram:
         expected = bytes(a ^ b for a, b in zip(self.client_key, signature))
         if self.password is None or not hmac.compare_digest(base64.b64decode(proof), expected):
             return None
-        return "v=" + base64.b64encode(hmac.digest(self.server_key, auth_message, "sha256")).decode()
+        return "v=" + base64.b64encode(hmac.digest(self.server_key, auth_message,
+                                                   "sha256")).decode()
 
 
 class Store:
@@ -102,7 +106,8 @@ class Store:
         name = next(iter(body))
         if name.lower() in ("saslstart", "saslcontinue"):
             return self.authenticate(name.lower(), body, session)
-        if self.users is not None and session.get("user") is None and name.lower() not in OPEN_COMMANDS:
+        if self.users is not None and session.get("user") is None \
+                and name.lower() not in OPEN_COMMANDS:
             return _error(f"command {name} requires authentication", 13, "Unauthorized")
         handler = getattr(self, "cmd_" + name.lower(), None)
         if handler is None:
@@ -112,15 +117,19 @@ class Store:
                 return handler(self.client[db_name], body[name], body)
             except mongomock.DuplicateKeyError as e:
                 return _error(str(e), 11000, "DuplicateKey")
-            except Exception as e:  # noqa: BLE001 -- report it to the client as a server error would be
+            # Any other error: reported to the client as a server error would be.
+            except Exception as e:  # noqa: BLE001
                 return _error(f"{type(e).__name__}: {e}")
 
     def cmd_hello(self, db, arg, body):
         self.connections += 1
-        reply = {"helloOk": True, "isWritablePrimary": True, "ismaster": True, "maxBsonObjectSize": 16 * 1024 ** 2,
+        reply = {"helloOk": True, "isWritablePrimary": True, "ismaster": True,
+                 "maxBsonObjectSize": 16 * 1024 ** 2,
                  "maxMessageSizeBytes": 48_000_000, "maxWriteBatchSize": 100_000,
-                 "localTime": datetime.datetime.now(datetime.timezone.utc), "connectionId": self.connections,
-                 "minWireVersion": 0, "maxWireVersion": MAX_WIRE_VERSION, "readOnly": False, "ok": 1.0}
+                 "localTime": datetime.datetime.now(datetime.timezone.utc),
+                 "connectionId": self.connections,
+                 "minWireVersion": 0, "maxWireVersion": MAX_WIRE_VERSION, "readOnly": False,
+                 "ok": 1.0}
         if self.users is not None and "saslSupportedMechs" in body:
             reply["saslSupportedMechs"] = ["SCRAM-SHA-256"]
         return reply
@@ -133,14 +142,15 @@ class Store:
             if self.users is None or body.get("mechanism") != "SCRAM-SHA-256":
                 return failed
             session["scram"] = Scram(self.users, bytes(body["payload"]).decode())
-            return {"conversationId": 1, "done": False, "payload": bson.Binary(session["scram"].first.encode()),
-                    "ok": 1.0}
+            return {"conversationId": 1, "done": False,
+                    "payload": bson.Binary(session["scram"].first.encode()), "ok": 1.0}
         scram = session.pop("scram", None)
         final = scram and scram.final(bytes(body["payload"]).decode())
         if not final:
             return failed
         session["user"] = scram.user
-        return {"conversationId": 1, "done": True, "payload": bson.Binary(final.encode()), "ok": 1.0}
+        return {"conversationId": 1, "done": True, "payload": bson.Binary(final.encode()),
+                "ok": 1.0}
 
     def cmd_ping(self, db, arg, body):
         return {"ok": 1.0}
@@ -203,8 +213,10 @@ class Store:
             return {"lastErrorObject": {"n": int(value is not None)}, "value": value, "ok": 1.0}
         update, upsert = body["update"], body.get("upsert", False)
         return_after = ReturnDocument.AFTER if body.get("new") else ReturnDocument.BEFORE
-        change = db[coll].find_one_and_update if _has_operators(update) else db[coll].find_one_and_replace
-        value = change(query, update, projection=fields, sort=sort, upsert=upsert, return_document=return_after)
+        change = db[
+            coll].find_one_and_update if _has_operators(update) else db[coll].find_one_and_replace
+        value = change(query, update, projection=fields, sort=sort, upsert=upsert,
+                       return_document=return_after)
         last = {"n": int(before is not None or upsert), "updatedExisting": before is not None}
         return {"lastErrorObject": last, "value": value, "ok": 1.0}
 
@@ -221,13 +233,16 @@ class Store:
         before = len(db[coll].index_information()) if coll in db.list_collection_names() else 0
         for index in body["indexes"]:
             db[coll].create_index(list(index["key"].items()), name=index.get("name"),
-                                  unique=index.get("unique", False), sparse=index.get("sparse", False))
-        return {"numIndexesBefore": before, "numIndexesAfter": len(db[coll].index_information()), "ok": 1.0}
+                                  unique=index.get("unique", False),
+                                  sparse=index.get("sparse", False))
+        return {"numIndexesBefore": before, "numIndexesAfter": len(db[coll].index_information()),
+                "ok": 1.0}
 
     def cmd_listindexes(self, db, coll, body):
         if coll not in db.list_collection_names():
             return _error(f"ns does not exist: {db.name}.{coll}", 26, "NamespaceNotFound")
-        indexes = [{"v": 2, "key": dict(info["key"]), "name": name, **({"unique": True} if info.get("unique") else {})}
+        indexes = [{"v": 2, "key": dict(info["key"]), "name": name,
+                    **({"unique": True} if info.get("unique") else {})}
                    for name, info in db[coll].index_information().items()]
         return _cursor(f"{db.name}.{coll}", indexes)
 
@@ -262,7 +277,8 @@ class _Connection(socketserver.BaseRequestHandler):
             elif opcode == OP_MSG:
                 self._reply_msg(request_id, payload)
             else:
-                return  # nothing else is ever sent to a server that announces neither compression nor more
+                # nothing else is ever sent to a server that announces neither compression nor more
+                return
 
     def _read(self, n):
         data = b""
@@ -311,7 +327,8 @@ class _Server(socketserver.ThreadingTCPServer):
 
     def __init__(self, address, store):
         super().__init__(address, _Connection)
-        self.store, self.open = store, set()  # the data, and the sockets of the connections being served
+        # the data, and the sockets of the connections being served
+        self.store, self.open = store, set()
 
 
 class MongoStandin:
@@ -340,12 +357,14 @@ class MongoStandin:
     def start(self):
         if self.server is None:
             self.server = _Server(("127.0.0.1", self.port), self.store)
-        threading.Thread(target=self.server.serve_forever, name="mongo-standin", daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, name="mongo-standin",
+                         daemon=True).start()
         self.running = True
         return self
 
     def stop(self):
-        """Down, as a MongoDB that stops or a network cut: open connections are cut, new ones refused."""
+        """Down, as a MongoDB that stops or a network cut: open connections are cut, new ones
+        refused."""
         if self.running:
             self.server.shutdown()
             self.running = False

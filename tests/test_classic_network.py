@@ -1,9 +1,11 @@
-"""Our network is the classic repo's (guillaume-chevalier/Hyperopt-Keras-CNN-CIFAR-100, neural_net.py), block
-for block: same parameter count and same number of Conv2D, Dense and BatchNormalization layers.
+"""Our network is the classic repo's (guillaume-chevalier/Hyperopt-Keras-CNN-CIFAR-100,
+neural_net.py), block for block: same parameter count and same number of Conv2D, Dense and
+BatchNormalization layers.
 
-The expected counts are derived by hand from the classic code, never from our builder: classic_counts() below
-walks the classic build_model layer by layer (written from its code, not from ours), and the TABLE holds the
-numbers, with the arithmetic of the two named hyperspaces written out. Models are built, not compiled or trained.
+The expected counts are derived by hand from the classic code, never from our builder:
+classic_counts() below walks the classic build_model layer by layer (written from its code, not from
+ours), and the TABLE holds the numbers, with the arithmetic of the two named hyperspaces written
+out. Models are built, not compiled or trained.
 """
 import keras
 import numpy as np
@@ -22,8 +24,8 @@ def classic_counts(s, nb_fine=100, nb_coarse=20):
     -> if i >= conv_pool_res_start_idx and residual: residual(): int(round(residual)) units of
     (linear 1x1 conv + conv res_k of dropout(x), then BN [use_BN]), then BN if not use_BN, then BN
     -> pooling: max/avg 2x2 | all_conv: linear 3x3 stride-2 conv (+BN [use_BN]) | inception (below)
-    -> dropout. Flatten -> dense int(1000 * fc_units_1_mult) -> [dense int(750 * one_more_fc)] -> 2 heads.
-    Inception: a = int(0.33 n + 1), w = int(0.4 n + 1); branches: linear 3x3/2 conv w (+BN);
+    -> dropout. Flatten -> dense int(1000 * fc_units_1_mult) -> [dense int(750 * one_more_fc)] -> 2
+    heads. Inception: a = int(0.33 n + 1), w = int(0.4 n + 1); branches: linear 3x3/2 conv w (+BN);
     1x1 conv a -> 3x3 conv w -> linear 3x3/2 conv w (+BN); 1x1 conv w -> 3x3/2 max-pool; concat: 3w
     channels. (Its dead `conv1 = convolution(...)`, overwritten at once, is not in the Keras model.)
     """
@@ -90,28 +92,33 @@ def classic_counts(s, nb_fine=100, nb_coarse=20):
     return n["params"], n["conv"], n["dense"], n["bn"]
 
 
-# CLASSIC_BEST_SPACE (n = int(40 * 1.5958) = 63, fc int(1000 * 1.3084) = 1308, k 3, res_k 2, 3 units from stage 0, avg):
+# CLASSIC_BEST_SPACE (n = int(40 * 1.5958) = 63, fc int(1000 * 1.3084) = 1308, k 3, res_k 2, 3 units
+# from stage 0, avg):
 #   first conv 3*3*3*16+16 = 448
-#   stage 0, 16 -> 63:   conv 9*16*63+63 = 9135, BN 252; unit (63*63+63) + (4*63*63+63) + BN 252 = 20223, x3 = 60669;
+# stage 0, 16 -> 63:   conv 9*16*63+63 = 9135, BN 252; unit (63*63+63) + (4*63*63+63) + BN 252 =
+# 20223, x3 = 60669;
 #                        stack BN 252                                                     -> 70308
 #   stage 1, 63 -> 126:  71568 + 504 + 3 * (16002 + 63630 + 504) + 504                    -> 312984
 #   stage 2, 126 -> 252: 286020 + 1008 + 3 * (63756 + 254268 + 1008) + 1008               -> 1245132
 #   dense 4*4*252 -> 1308: 4032*1308+1308 = 5275164; heads 1308*100+100 = 130900, 1308*20+20 = 26180
 #   total 448 + 70308 + 312984 + 1245132 + 5275164 + 130900 + 26180 = 7061116;
 #   conv 1 + 3 * (1 + 3*2) = 22, dense 3, BN 3 * (1 + 3 + 1) = 15
-# DEMO_SPACE (n = 40, k 3, res_k 3, 4 units from stage 0, inception, first conv 4, fc 1000, one more fc 750):
+# DEMO_SPACE (n = 40, k 3, res_k 3, 4 units from stage 0, inception, first conv 4, fc 1000, one more
+# fc 750):
 #   first conv 4*4*3*16+16 = 784
 #   stage 0, 16 -> 40:  conv 5800, BN 160, 4 * (1640 + 14440 + 160) = 64960, stack BN 160;
-#                       inception a=14 w=17: 6137 + 68 | 574 + 2159 + 2618 + 68 | 697 = 12321 -> 83401, 51 channels
+# inception a=14 w=17: 6137 + 68 | 574 + 2159 + 2618 + 68 | 697 = 12321 -> 83401, 51 channels
 #   stage 1, 51 -> 80:  36800 + 320 + 4 * (6480 + 57680 + 320) + 320;
-#                       a=27 w=33: 23793 + 132 | 2187 + 8052 + 9834 + 132 | 2673 = 46803     -> 342163, 99 channels
+# a=27 w=33: 23793 + 132 | 2187 + 8052 + 9834 + 132 | 2673 = 46803     -> 342163, 99 channels
 #   stage 2, 99 -> 160: 142720 + 640 + 4 * (25760 + 230560 + 640) + 640;
-#                       a=53 w=65: 93665 + 260 | 8533 + 31070 + 38090 + 260 | 10465 = 182343 -> 1354183, 195 channels
+# a=53 w=65: 93665 + 260 | 8533 + 31070 + 38090 + 260 | 10465 = 182343 -> 1354183, 195 channels
 #   dense 4*4*195 = 3120 -> 1000: 3121000; 1000 -> 750: 750750; heads 75100 + 15020
 #   total 784 + 83401 + 342163 + 1354183 + 3121000 + 750750 + 75100 + 15020 = 5742401;
 #   conv 1 + 3 * (1 + 4*2 + 5) = 43, dense 4, BN 3 * (1 + 4 + 1 + 2) = 24
-# The other rows vary CLASSIC_BEST_SPACE; e.g. max, use_BN, no residual: 448 + 9135 + 252 + 71568 + 504 + 286020
-# + 1008 + 5275164 + 157080 = 5801179. Without use_BN a residual stack still has 2 BN (the classic adds one
+# The other rows vary CLASSIC_BEST_SPACE; e.g. max, use_BN, no residual: 448 + 9135 + 252 + 71568 +
+# 504 + 286020
+# + 1008 + 5275164 + 157080 = 5801179. Without use_BN a residual stack still has 2 BN (the classic
+# adds one
 # when use_BN is off, and one in any case); with it, one per unit and one more.
 TABLE = {  # name: (changes to CLASSIC_BEST_SPACE, params, n_conv, n_dense, n_bn)
     "classic_best": ({}, 7061116, 22, 3, 15),
@@ -133,11 +140,14 @@ TABLE = {  # name: (changes to CLASSIC_BEST_SPACE, params, n_conv, n_dense, n_bn
     "inception": (dict(pooling_type="inception", use_BN=False, residual=None), 7530641, 19, 3, 0),
     "first_conv-None": (dict(first_conv=None), 7053297, 21, 3, 15),  # 7061116 - 448 + 9*(3-16)*63
     "first_conv-4": (dict(first_conv=4), 7061452, 22, 3, 15),  # 7061116 + (16-9)*3*16
-    "2-stages": (dict(nb_conv_pool_layers=2), 11089840, 15, 3, 10),  # 448 + 70308 + 312984 + 8064*1308+1308 + heads
+    # 448 + 70308 + 312984 + 8064*1308+1308 + heads
+    "2-stages": (dict(nb_conv_pool_layers=2), 11089840, 15, 3, 10),
     "one_more_fc": (dict(one_more_fc=0.8), 7761556, 22, 4, 15),
-    "res-from-stage-1": (dict(conv_pool_res_start_idx=1.0), 7000195, 16, 3, 11),  # 7061116 - 60669 - 252
+    # 7061116 - 60669 - 252
+    "res-from-stage-1": (dict(conv_pool_res_start_idx=1.0), 7000195, 16, 3, 11),
     "res-from-stage-2": (dict(conv_pool_res_start_idx=2.0), 6759283, 10, 3, 7),
-    "res-from-stage-2-of-2": (dict(conv_pool_res_start_idx=2.0, nb_conv_pool_layers=2), 10788007, 3, 3, 2),
+    "res-from-stage-2-of-2": (dict(conv_pool_res_start_idx=2.0, nb_conv_pool_layers=2), 10788007, 3,
+                              3, 2),
 }
 
 
@@ -171,7 +181,8 @@ def test_network_has_the_classic_counts(name):
 
 def test_cifar10_network_has_one_head():
     model = build_model(CLASSIC_BEST_SPACE, nb_fine=10, nb_coarse=0, compile=False)
-    assert layer_counts(model) == classic_counts(CLASSIC_BEST_SPACE, nb_fine=10, nb_coarse=0) == (6917126, 22, 2, 15)
+    assert layer_counts(model) == classic_counts(CLASSIC_BEST_SPACE, nb_fine=10,
+                                                 nb_coarse=0) == (6917126, 22, 2, 15)
 
 
 def test_random_points_of_the_space_have_the_classic_counts():
@@ -189,20 +200,25 @@ def test_l2_on_every_kernel_heads_included(name):
     for layer in model.layers:
         if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
             assert isinstance(layer.kernel_regularizer, keras.regularizers.L2), layer.name
-            assert layer.kernel_regularizer.l2 == pytest.approx(STARTING_L2_REG * s["l2_weight_reg_mult"]), layer.name
+            assert layer.kernel_regularizer.l2 == pytest.approx(
+                STARTING_L2_REG * s["l2_weight_reg_mult"]), layer.name
             assert layer.bias_regularizer is None, layer.name
     for head in ("fine_outputs", "coarse_outputs"):
         assert isinstance(model.get_layer(head).kernel_regularizer, keras.regularizers.L2)
 
 
-@pytest.mark.parametrize("name,stride_2_convs", [("all_conv-BN-res", 3), ("all_conv", 3), ("inception", 6),
+@pytest.mark.parametrize("name,stride_2_convs", [("all_conv-BN-res", 3), ("all_conv", 3),
+                                                 ("inception", 6),
                                                  ("demo", 6), ("classic_best", 0)])
 def test_stride_2_convs_and_shortcuts_are_linear_the_rest_use_the_activation(name, stride_2_convs):
     s = space_of(name)
-    convs = [layer for layer in build_model(s, compile=False).layers if isinstance(layer, keras.layers.Conv2D)]
+    convs = [layer for layer in build_model(s,
+                                            compile=False).layers
+             if isinstance(layer, keras.layers.Conv2D)]
     strided = [c for c in convs if tuple(c.strides) == (2, 2)]
     assert len(strided) == stride_2_convs
-    assert all(c.kernel_size == (3, 3) and c.get_config()["activation"] == "linear" for c in strided)
+    assert all(c.kernel_size == (3, 3) and c.get_config()["activation"] == "linear"
+               for c in strided)
     units = sum(int(round(s["residual"])) for i in range(s["nb_conv_pool_layers"])
                 if s["residual"] is not None and i >= s["conv_pool_res_start_idx"])
     linear = [c for c in convs if c.get_config()["activation"] == "linear"]

@@ -1,16 +1,14 @@
 """The curve stopping rule on MongoDB workers (the stand-in, or HKS_TEST_MONGO_URL; see
-tests/test_mongo.py), and a requeued trial's dead run, which must not count for the stopping
+tests/conftest.py), and a requeued trial's dead run, which must not count for the stopping
 rules."""
-# ruff: noqa: F811 -- the fixtures of tests/test_mongo.py, imported, are the tests' arguments
 import pytest
 from hyperopt.base import JOB_STATE_NEW, JOB_STATE_RUNNING
 
 import lost_workers
 import mongo_compat
-from conftest import end_epoch, new_jobs, reserved_workers, write_cifar100_archive
+from conftest import (EXP, check_every_trial_done_once, driver, end_epoch, finish, new_jobs, output,
+                      reserved_workers, worker, write_cifar100_archive)
 from pruning import METRIC, at_rung, best_reached, curve_bound
-from test_mongo import (EXP, check_every_trial_done_once, driver, finish, jobs,  # noqa: F401
-                        mongo_url, output, processes, worker)
 
 
 def test_a_requeued_trial_loses_the_partial_result_of_its_dead_run(mongo_url, jobs):

@@ -75,27 +75,32 @@ def test_split_of_an_archive_with_some_classes_holds_out_a_tenth(tmp_path):
     write_cifar100_archive(tmp_path, classes=range(0, 100, 10), train_per_class=60)
     split = load_split("cifar100", str(tmp_path), "split", None)
     assert len(split.x_val) == 60 and len(split.x_train) == 540
-    assert np.array_equal(np.bincount(split.y_val["fine_outputs"], minlength=100)[::10], np.full(10, 6))
+    assert np.array_equal(np.bincount(split.y_val["fine_outputs"], minlength=100)[::10],
+                          np.full(10, 6))
 
 
 def test_train_subset_and_test_validation(tiny_cifar100):
     split = load_split("cifar100", str(tiny_cifar100), "test", 50)
     assert len(split.x_train) == 50 and split.x_val is split.x_test
     whole = load_split("cifar100", str(tiny_cifar100), "test", None)
-    assert whole.x_train is load_dataset("cifar100", str(tiny_cifar100)).x_train  # no copy of the whole set
+    # no copy of the whole set
+    assert whole.x_train is load_dataset("cifar100", str(tiny_cifar100)).x_train
 
 
 @pytest.mark.skipif(not os.path.exists(REAL_ARCHIVE),
-                    reason="real CIFAR-100 archive not present: put it in ml_req/ or set HKS_REAL_ARCHIVE to its path")
+                    reason="real CIFAR-100 archive not present: put it in ml_req/ or set "
+                           "HKS_REAL_ARCHIVE to its path")
 def test_real_cifar100_archive(tmp_path):
-    """The official archive, read through the restricted unpickler: it needs nothing the unpickler refuses."""
+    """The official archive, read through the restricted unpickler: it needs nothing the unpickler
+    refuses."""
     ds = load_dataset("cifar100", os.path.dirname(REAL_ARCHIVE))
     assert ds.x_train.shape == (50000, 32, 32, 3) and ds.x_test.shape == (10000, 32, 32, 3)
     assert (ds.nb_fine, ds.nb_coarse) == (100, 20)
     assert np.all(np.bincount(ds.y_train_fine, minlength=100) == 500)
     assert np.all(np.bincount(ds.y_test_fine, minlength=100) == 100)
     pairs = {(f, c) for f, c in zip(ds.y_train_fine.tolist(), ds.y_train_coarse.tolist())}
-    assert len(pairs) == 100 and len({f for f, _ in pairs}) == 100  # each fine class in exactly one coarse
+    # each fine class in exactly one coarse
+    assert len(pairs) == 100 and len({f for f, _ in pairs}) == 100
     assert np.all(np.bincount([c for _, c in pairs], minlength=20) == 5)
     assert 100 < ds.x_train.mean() < 150  # real photos, not blank
 
@@ -112,11 +117,13 @@ def set_label(key, index, value, member="train"):
     (set_label("fine_labels", 0, 150), "train fine_labels holds 150, outside 0..99"),
     (set_label("fine_labels", 5, -1, member="test"), "test fine_labels holds -1, outside 0..99"),
     (set_label("coarse_labels", 3, 99), "train coarse_labels holds 99, outside 0..19"),
-    (lambda name, batch: name == "meta" and batch.update(fine_label_names=[f"f{i}" for i in range(10)]),
+    (lambda name,
+     batch: name == "meta" and batch.update(fine_label_names=[f"f{i}" for i in range(10)]),
      "meta names 10 fine and 20 coarse classes.*100 and 20"),
     (lambda name, batch: name == "meta" and batch.update(coarse_label_names=[]),
      "meta names 100 fine and 0 coarse classes"),
-    (lambda name, batch: name == "train" and batch.update(coarse_labels=batch["coarse_labels"][:-1]),
+    (lambda name,
+     batch: name == "train" and batch.update(coarse_labels=batch["coarse_labels"][:-1]),
      "299 coarse_labels for 300 images"),
     (lambda name, batch: name == "test" and batch.update(fine_labels=batch["fine_labels"] + [0]),
      "101 fine_labels for 100 images"),
@@ -133,7 +140,8 @@ def test_cifar10_label_out_of_range_and_class_count(tmp_path):
     with pytest.raises(DataError, match="data_batch_3 labels holds 10, outside 0..9"):
         load_dataset("cifar10", str(tmp_path))
     load_dataset.cache_clear()
-    write_cifar10_archive(tmp_path, tamper=lambda name, batch: name == "batches.meta" and batch["label_names"].pop())
+    write_cifar10_archive(tmp_path, tamper=lambda name, batch: name == "batches.meta"
+                          and batch["label_names"].pop())
     with pytest.raises(DataError, match="meta names 9 classes.*10"):
         load_dataset("cifar10", str(tmp_path))
 
@@ -149,10 +157,12 @@ class RunsACommand:
 
 @pytest.mark.parametrize("member", ["meta", "train"])
 @pytest.mark.parametrize("extracted", [False, True])
-def test_an_archive_that_pickles_code_is_refused_and_the_code_never_runs(tmp_path, member, extracted):
+def test_an_archive_that_pickles_code_is_refused_and_the_code_never_runs(
+        tmp_path, member, extracted):
     marker = tmp_path / "command_ran"
-    path = write_cifar100_archive(tmp_path / "ml_req", tamper=lambda name, batch: name == member and batch.update(
-        extra=RunsACommand(marker)))
+    path = write_cifar100_archive(
+        tmp_path / "ml_req",
+        tamper=lambda name, batch: name == member and batch.update(extra=RunsACommand(marker)))
     if extracted:
         with tarfile.open(path) as tar:
             tar.extractall(tmp_path / "ml_req", filter="data")

@@ -5,29 +5,12 @@ import pytest
 from hyperopt import STATUS_FAIL, STATUS_OK
 from hyperopt.pyll import stochastic
 
-from conftest import write_cifar100_archive
+from conftest import CASES, SMALL, write_cifar100_archive
 from neural_net import build_model
 from record import save_result
 from search_space import CLASSIC_BEST_SPACE, DEMO_SPACE, space
 from settings import Settings
 from trial import run_trial
-
-SMALL = dict(CLASSIC_BEST_SPACE, conv_hiddn_units_mult=0.3, fc_units_1_mult=0.2, residual=None, first_conv=None,
-             nb_conv_pool_layers=2, pooling_type="max", batch_size=64.0)
-
-# Together these cover every value of every architecture key at least once.
-CASES = [
-    dict(pooling_type="max", residual=None, first_conv=None, nb_conv_pool_layers=2, use_BN=False, one_more_fc=None),
-    dict(pooling_type="avg", residual=1.0, first_conv=3, nb_conv_pool_layers=3, use_BN=True, one_more_fc=0.6),
-    dict(pooling_type="all_conv", residual=2.0, first_conv=4, nb_conv_pool_layers=2, use_BN=True, one_more_fc=None,
-         conv_pool_res_start_idx=1.0),
-    dict(pooling_type="all_conv", residual=3.0, first_conv=None, nb_conv_pool_layers=3, use_BN=False,
-         one_more_fc=0.6, activation="relu", conv_kernel_size=2.0, res_conv_kernel_size=4.0),
-    dict(pooling_type="inception", residual=4.0, first_conv=3, nb_conv_pool_layers=3, use_BN=False, one_more_fc=None,
-         conv_pool_res_start_idx=2.0, conv_kernel_size=4.0, res_conv_kernel_size=3.0),
-    dict(pooling_type="inception", residual=None, first_conv=4, nb_conv_pool_layers=2, use_BN=True, one_more_fc=0.6),
-]
-
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(str(v) for v in c.values()))
 def test_every_architecture_choice_builds_and_predicts_both_heads(case):
@@ -53,8 +36,9 @@ def test_fifty_random_points_of_the_space_build():
 
 
 def test_one_and_two_heads_log_the_same_fine_names():
-    """Keras 3 drops the output's name from a single-output model's logs (val_accuracy) and logs no loss of
-    its own for it: every reader of the fine metrics (KeepBestWeights, pruning, the result keys) would miss them."""
+    """Keras 3 drops the output's name from a single-output model's logs (val_accuracy) and logs no
+    loss of its own for it: every reader of the fine metrics (KeepBestWeights, pruning, the result
+    keys) would miss them."""
     import keras
 
     rng = np.random.default_rng(0)
@@ -66,7 +50,8 @@ def test_one_and_two_heads_log_the_same_fine_names():
         y = {k: v for k, v in y.items() if k in model.output_names}
         logs = model.fit(images, y, validation_data=(images, y), epochs=1, verbose=0).history
         names[nb_coarse] = {k for k in logs if "coarse" not in k}
-        assert set(model.evaluate(images, y, verbose=0, return_dict=True)) == {k[4:] for k in logs if k[:4] == "val_"}
+        assert set(model.evaluate(images, y, verbose=0,
+                                  return_dict=True)) == {k[4:] for k in logs if k[:4] == "val_"}
         keras.backend.clear_session()
     assert names[0] == names[20]
     assert {"val_fine_outputs_accuracy", "val_fine_outputs_loss", "val_loss"} <= names[0]
@@ -80,8 +65,10 @@ def test_flip_is_training_only():
     images = np.random.default_rng(1).uniform(-1, 1, (16, 32, 32, 3)).astype("float32")
     mirrored = images[:, :, ::-1]
     seen = np.array([[np.array_equal(out[i], mirrored[i]) for i in range(len(images))]
-                     for out in (keras.ops.convert_to_numpy(flip(images, training=True)) for _ in range(3))])
-    assert seen.any() and not seen.all()  # in training, a random half of the images is mirrored left-right
+                     for out in (keras.ops.convert_to_numpy(flip(images, training=True))
+                                 for _ in range(3))])
+    # in training, a random half of the images is mirrored left-right
+    assert seen.any() and not seen.all()
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(flip(images, training=False)), images)
     pixels = np.random.default_rng(2).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     a = model.predict(pixels, verbose=0)["fine_outputs"]

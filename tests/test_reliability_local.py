@@ -1,6 +1,6 @@
-"""Nothing lost, nothing silent in a local search, second round: Ctrl-C at any moment, only this project's
-temporaries removed, a resume that would mix two searches refused, no silent wrong result, no traceback
-on a bad file.
+"""Nothing lost, nothing silent in a local search, second round: Ctrl-C at any moment, only this
+project's temporaries removed, a resume that would mix two searches refused, no silent wrong result,
+no traceback on a bad file.
 """
 import gc
 import json
@@ -15,12 +15,8 @@ import pytest
 from hyperopt import STATUS_FAIL, Trials, fmin, tpe
 
 import utils
-from conftest import ROOT, classic_result, write_cifar100_archive, write_classic_search
-from test_neural_net import SMALL
-import test_reliability
-from test_reliability import result_names, saved_trials
-
-quick_search = test_reliability.quick_search  # the fixture: in-process searches whose trials fail at once
+from conftest import (QUICK_SEED, ROOT, SMALL, classic_result, result_names, saved_trials,
+                      write_cifar100_archive, write_classic_search)
 
 
 def one_line_exit(exit_info):
@@ -33,11 +29,14 @@ def one_line_exit(exit_info):
 
 
 def test_a_users_old_tmp_file_survives_and_only_the_projects_temporaries_are_removed(tmp_path):
-    with utils.atomic_file(str(tmp_path / "results.pkl")) as tmp:  # the name every atomic write uses
+    # the name every atomic write uses
+    with utils.atomic_file(str(tmp_path / "results.pkl")) as tmp:
         ours = os.path.basename(tmp)
         open(tmp, "w").write("half a file")
-        os.link(tmp, tmp_path / ours.replace("results", "killed"))  # a killed write's leftover, same pattern
-    users = [".tmp_notes", ".tmp_abcdefghresults.pkl", ".tmp_hks_notes"]  # the last: not the full pattern
+        # a killed write's leftover, same pattern
+        os.link(tmp, tmp_path / ours.replace("results", "killed"))
+    # the last: not the full pattern
+    users = [".tmp_notes", ".tmp_abcdefghresults.pkl", ".tmp_hks_notes"]
     for name in users:
         (tmp_path / name).write_text("a user's")
     for path in tmp_path.iterdir():
@@ -51,8 +50,10 @@ def test_a_users_old_tmp_file_survives_and_only_the_projects_temporaries_are_rem
 
 @pytest.mark.parametrize("option, first, then", [("--dataset", "cifar100", "cifar10"),
                                                  ("--validation", "split", "test"),
-                                                 ("--epochs", "1", "2"), ("--train-subset", "20", "10")])
-def test_a_resume_with_another_meaning_of_the_trials_is_refused_in_one_line(quick_search, tmp_path, option, first,
+                                                 ("--epochs", "1", "2"),
+                                                 ("--train-subset", "20", "10")])
+def test_a_resume_with_another_meaning_of_the_trials_is_refused_in_one_line(
+        quick_search, tmp_path, option, first,
                                                                            then):
     assert quick_search("--max-evals", "1", option, first) == 0
     before = (tmp_path / "results.pkl").read_bytes()
@@ -65,7 +66,8 @@ def test_a_resume_with_another_meaning_of_the_trials_is_refused_in_one_line(quic
 
 def test_what_may_change_on_resume_is_accepted(quick_search, tmp_path):
     assert quick_search("--max-evals", "1") == 0
-    assert quick_search("--max-evals", "2", "--results-dir", "other", "--seed", "5", "--precision", "float32") == 0
+    assert quick_search("--max-evals", "2", "--results-dir", "other", "--seed", "5", "--precision",
+                        "float32") == 0
     assert len(saved_trials(tmp_path)) == 2
 
 
@@ -74,13 +76,15 @@ def test_a_resume_in_another_search_space_is_refused(quick_search, tmp_path, mon
     from search_space import Range
 
     assert quick_search("--max-evals", "1") == 0
-    monkeypatch.setitem(hyperopt_optimize.SPACE, "batch_size", Range("quniform", "batch_size", 100, 900, 5))
+    monkeypatch.setitem(hyperopt_optimize.SPACE, "batch_size",
+                        Range("quniform", "batch_size", 100, 900, 5))
     with pytest.raises(SystemExit) as exit_:
         quick_search("--max-evals", "2")
     assert "another search space" in one_line_exit(exit_)
 
 
-def test_trials_saved_without_settings_are_checked_against_what_their_results_recorded(quick_search, tmp_path):
+def test_trials_saved_without_settings_are_checked_against_what_their_results_recorded(
+        quick_search, tmp_path):
     assert quick_search("--max-evals", "1", "--epochs", "1") == 0
     trials = pickle.loads((tmp_path / "results.pkl").read_bytes())
     trials.attachments.clear()  # as an older version saved them
@@ -105,14 +109,16 @@ def test_an_infinite_loss_is_a_failed_trial_with_its_reason(tmp_path):
     from trial import run_trial
 
     write_cifar100_archive(tmp_path / "ml_req", classes=range(10), train_per_class=10)
-    settings = Settings(epochs=1, data_dir=str(tmp_path / "ml_req"), results_dir=str(tmp_path / "results"))
+    settings = Settings(epochs=1, data_dir=str(tmp_path / "ml_req"),
+                        results_dir=str(tmp_path / "results"))
     result, _ = run_trial(dict(SMALL, l2_weight_reg_mult=1e40), settings)
     assert result["status"] == STATUS_FAIL and "infinite" in result["error"], result
     assert utils.non_finite(result) is None  # the failed result holds no Infinity either
 
 
 def test_a_result_with_a_non_finite_number_anywhere_is_found():
-    assert utils.non_finite({"loss": -0.5, "history": {"val_loss": [1.0, float("inf")]}}) == "history.val_loss[1]"
+    assert utils.non_finite({"loss": -0.5,
+                             "history": {"val_loss": [1.0, float("inf")]}}) == "history.val_loss[1]"
     assert utils.non_finite({"real_loss": float("nan")}) == "real_loss"
     assert utils.non_finite({"loss": -0.5, "space": {"residual": None}}) is None
 
@@ -131,7 +137,8 @@ def test_tensorboard_with_a_file_in_the_way_is_one_line_before_training(quick_se
     with pytest.raises(SystemExit) as exit_:
         quick_search("--max-evals", "1", "--tensorboard")
     message = one_line_exit(exit_)
-    assert "TensorBoard is a file" in message and "--no-tensorboard" in message and quick_search.built == []
+    assert ("TensorBoard is a file" in message and "--no-tensorboard" in message
+            and quick_search.built == [])
 
 
 def test_a_symlinked_results_pkl_is_written_through_to_its_target(quick_search, tmp_path):
@@ -150,7 +157,8 @@ def test_a_symlinked_lock_file_is_one_line(quick_search, tmp_path):
     assert "results.pkl.lock is a symbolic link" in message and quick_search.built == []
 
 
-def test_a_run_whose_trials_all_fail_the_same_way_stops_and_says_so(quick_search, tmp_path, capsys, monkeypatch):
+def test_a_run_whose_trials_all_fail_the_same_way_stops_and_says_so(
+        quick_search, tmp_path, capsys, monkeypatch):
     import neural_net
 
     def bad_setup(*args, **kwargs):
@@ -177,8 +185,11 @@ def write_bad_results(results):
     results.mkdir(parents=True, exist_ok=True)
     good = classic_result(0.5, SMALL, 3, "model_0.5000_good")
     (results / "model_0.5000_good.txt.json").write_text(json.dumps(good))
-    (results / "model_0.9000_inf.txt.json").write_text(json.dumps(dict(good, fine_best_accuracy=float("inf"))))
-    (results / "model_0.8000_big.txt.json").write_text(json.dumps(dict(good, fine_best_accuracy=1e308)))
+    (results
+     / "model_0.9000_inf.txt.json").write_text(
+         json.dumps(dict(good, fine_best_accuracy=float("inf"))))
+    (results
+     / "model_0.8000_big.txt.json").write_text(json.dumps(dict(good, fine_best_accuracy=1e308)))
     (results / "model_0.7000_deep.txt.json").write_text("[" * 200_000 + "]" * 200_000)
 
 
@@ -186,7 +197,8 @@ def test_the_report_skips_result_files_with_infinity_huge_numbers_or_deep_nestin
     import report
 
     write_bad_results(tmp_path / "results")
-    assert report.main(["--results-dir", str(tmp_path / "results"), "--trials-file", "none.pkl"]) == 0
+    assert report.main(["--results-dir", str(tmp_path / "results"), "--trials-file",
+                        "none.pkl"]) == 0
     out = capsys.readouterr().out
     assert "3 unreadable result files skipped" in out and "1 models" in out
     assert "Best: " + str(tmp_path / "results" / "model_0.5000_good.txt.json") in out
@@ -199,7 +211,8 @@ def test_train_py_on_a_file_with_a_huge_number_or_deep_nesting_is_one_line(tmp_p
     monkeypatch.chdir(tmp_path)
     write_bad_results(tmp_path / "results")
     (tmp_path / "huge.json").write_text(json.dumps(dict(CLASSIC_BEST_SPACE, fc_units_1_mult=1e308)))
-    for space in ["results/model_0.7000_deep.txt.json", "results/model_0.9000_inf.txt.json", "huge.json"]:
+    for space in ["results/model_0.7000_deep.txt.json", "results/model_0.9000_inf.txt.json",
+                  "huge.json"]:
         with pytest.raises(SystemExit) as exit_:
             train.main(["--space", space])
         assert space in one_line_exit(exit_)
@@ -219,24 +232,29 @@ def test_unknown_hyperspace_keys_are_escaped_and_cut_short(tmp_path):
     from search_space import CLASSIC_BEST_SPACE
 
     path = tmp_path / "space.json"
-    path.write_text(json.dumps({**CLASSIC_BEST_SPACE, "\x1b[2J\x1b[31mred": 1, **{f"k{i}": 1 for i in range(100_000)}}))
+    path.write_text(json.dumps({**CLASSIC_BEST_SPACE, "\x1b[2J\x1b[31mred": 1,
+                                **{f"k{i}": 1 for i in range(100_000)}}))
     with pytest.raises(SystemExit) as exit_:
         train.main(["--space", str(path)])
     message = str(exit_.value.code)
-    assert len(message) < 500, f"{len(message)} characters"  # checked first: pytest's diff of 1 MB takes minutes
+    # checked first: pytest's diff of 1 MB takes minutes
+    assert len(message) < 500, f"{len(message)} characters"
     assert "\x1b" not in message and "\\u001b[2J" in message and "and 99996 more" in message
     one_line_exit(exit_)
 
 
 @pytest.mark.parametrize("blocker", ["folder", "read-only"])
-def test_a_picture_the_report_cannot_write_is_one_line_after_the_leaderboard(tmp_path, capsys, monkeypatch, blocker):
+def test_a_picture_the_report_cannot_write_is_one_line_after_the_leaderboard(
+        tmp_path, capsys, monkeypatch, blocker):
     import report
 
     results = tmp_path / "results"
     write_bad_results(results)
     if blocker == "folder":
         (results / "search_history.png").mkdir()
-    else:  # the tests run as root, who writes through chmod: a read-only folder is a write that raises EROFS
+    # the tests run as root, who writes through chmod: a read-only folder is a write that raises
+    # EROFS
+    else:
         real = utils.atomic_file
 
         def read_only(path):
@@ -249,16 +267,19 @@ def test_a_picture_the_report_cannot_write_is_one_line_after_the_leaderboard(tmp
     assert "model_0.5000_good" in out and "Traceback" not in err  # the leaderboard
     lines = err.strip().splitlines()
     assert all(line.startswith("warning: could not write ") for line in lines)
-    assert str(results / "search_history.png") in lines[-1] and len(lines) == (1 if blocker == "folder" else 3)
-    assert ("Wrote " + str(results / "hyperparameters_scatter_matrix.png") in out) == (blocker == "folder")
+    assert str(results
+               / "search_history.png") in lines[
+                   -1] and len(lines) == (1 if blocker == "folder" else 3)
+    assert ("Wrote "
+            + str(results / "hyperparameters_scatter_matrix.png") in out) == (blocker == "folder")
 
 
 def test_a_resume_of_trials_whose_results_lack_model_name_goes_on(quick_search, tmp_path):
     from search_space import space
 
     trials = Trials()
-    fmin(lambda s: {"loss": -0.3, "status": "ok", "space": s}, space, algo=tpe.suggest, max_evals=2, trials=trials,
-         show_progressbar=False)
+    fmin(lambda s: {"loss": -0.3, "status": "ok", "space": s}, space, algo=tpe.suggest, max_evals=2,
+         trials=trials, show_progressbar=False)
     (tmp_path / "results.pkl").write_bytes(pickle.dumps(trials))
     assert quick_search("--max-evals", "4") == 0
     assert len(saved_trials(tmp_path)) == 4
@@ -270,7 +291,8 @@ def test_a_resume_of_trials_whose_results_lack_model_name_goes_on(quick_search, 
 def interrupt_then(what):
     """A model build that gets Ctrl-C, then does `what` with it, as libraries do, and fails."""
     def build_model(*args, **kwargs):
-        if what == "gc":  # the signal lands in a garbage-collection callback, where Python only prints it
+        # the signal lands in a garbage-collection callback, where Python only prints it
+        if what == "gc":
             def callback(phase, info):
                 if phase == "start":
                     gc.callbacks.remove(callback)
@@ -287,7 +309,8 @@ def interrupt_then(what):
 
 
 @pytest.mark.parametrize("what", ["gc", "converted"])
-def test_ctrl_c_during_set_up_stops_the_search_and_is_never_a_failed_trial(quick_search, tmp_path, monkeypatch,
+def test_ctrl_c_during_set_up_stops_the_search_and_is_never_a_failed_trial(
+        quick_search, tmp_path, monkeypatch,
                                                                           capsys, what):
     import neural_net
 
@@ -296,13 +319,15 @@ def test_ctrl_c_during_set_up_stops_the_search_and_is_never_a_failed_trial(quick
     assert quick_search("--max-evals", "3") == 130
     assert "Interrupted. The 1 finished trials are saved in results.pkl" in capsys.readouterr().out
     assert len(saved_trials(tmp_path)) == 1 and len(result_names(tmp_path)) == 1
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the search put Python's handler back
+    # the search put Python's handler back
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def start_driver(tmp_path, *args):
-    write_cifar100_archive(tmp_path / "ml_req", classes=range(10), train_per_class=40)
-    return subprocess.Popen([sys.executable, os.path.join(ROOT, "hyperopt_optimize.py"), "--epochs", "30",
-                             "--max-evals", "3", "--validation", "test", "--prune", "none", *args],
+    write_cifar100_archive(tmp_path / "ml_req", classes=range(10), train_per_class=10)
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, "hyperopt_optimize.py"), "--epochs",
+                             "30", "--seed", QUICK_SEED, "--max-evals", "3", "--validation", "test",
+                             "--prune", "none", *args],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -316,8 +341,8 @@ def wait_for(process, marker):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("moment, signals", [("Hyperspace:", 1), ("Hyperspace:", 3), ("Epoch 2/", 1),
-                                             ("Epoch 2/", 3)])
+@pytest.mark.parametrize("moment, signals", [("Hyperspace:", 1), ("Hyperspace:", 3),
+                                             ("Epoch 2/", 1), ("Epoch 2/", 3)])
 def test_real_ctrl_c_at_set_up_or_training_stops_cleanly(tmp_path, moment, signals):
     process = start_driver(tmp_path)
     try:
@@ -331,7 +356,8 @@ def test_real_ctrl_c_at_set_up_or_training_stops_cleanly(tmp_path, moment, signa
     assert process.returncode == 130, err
     assert "Interrupted. The 0 finished trials are saved in results.pkl" in out
     assert "Traceback" not in err and "Exception ignored" not in err, err
-    assert not (tmp_path / "results.pkl").exists() and not list((tmp_path / "results").glob("*.txt.json"))
+    assert not (tmp_path
+                / "results.pkl").exists() and not list((tmp_path / "results").glob("*.txt.json"))
 
 
 # A process per trial

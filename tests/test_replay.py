@@ -107,7 +107,8 @@ def test_the_default_row_is_the_rule_auto_chooses_for_the_searchs_validation_ima
     for name in "CD":  # this project's results record how many images selected them
         path = search / "results" / f"{FILE[name]}.txt.json"
         path.write_text(json.dumps({**json.loads(path.read_text()), "validation_size": size}))
-    assert replay.main([str(search / "results"), "--orders", "1", "--json", str(tmp_path / "o.json")]) == 0
+    assert replay.main([str(search / "results"), "--orders", "1", "--json",
+                        str(tmp_path / "o.json")]) == 0
     figures = json.loads((tmp_path / "o.json").read_text())
     assert [r["rule"] for r in figures["rules"] if r["default"]] == [chosen]
     assert f"{size:,} validation images: --prune auto is {chosen} here." in capsys.readouterr().out

@@ -7,18 +7,26 @@ import sys
 
 import pytest
 
-from conftest import ROOT, write_cifar10_archive, write_cifar100_archive
+from conftest import QUICK_SEED, ROOT, write_cifar10_archive, write_cifar100_archive
 
-CLASSIC_KEYS = {"loss", "real_loss", "fine_best_accuracy", "fine_best_loss", "fine_end_accuracy", "fine_end_loss",
-                "coarse_best_accuracy", "coarse_best_loss", "coarse_end_accuracy", "coarse_end_loss",
-                "model_name", "space", "history", "status"}
-ADDED_KEYS = {"fine_test_accuracy", "coarse_test_accuracy", "epochs_run", "best_epoch", "train_time_s",
-              "nb_params", "dataset", "validation", "seed", "train_size", "epochs_budget", "trial_id"}
+CLASSIC_KEYS = {"loss", "real_loss", "fine_best_accuracy", "fine_best_loss", "fine_end_accuracy",
+                "fine_end_loss",
+                "coarse_best_accuracy", "coarse_best_loss", "coarse_end_accuracy",
+                "coarse_end_loss", "model_name", "space", "history", "status"}
+ADDED_KEYS = {"fine_test_accuracy", "coarse_test_accuracy", "epochs_run", "best_epoch",
+              "train_time_s",
+              "nb_params", "dataset", "validation", "seed", "train_size", "epochs_budget",
+              "trial_id"}
+
+
+# One epoch of small networks on 60 images: what the searches check is the same on more.
+QUICK = ["--epochs", "1", "--train-subset", "60", "--seed", QUICK_SEED]
 
 
 def run(args, cwd, **env):
-    return subprocess.run([sys.executable, os.path.join(ROOT, "hyperopt_optimize.py"), *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=600, env={**os.environ, **env})
+    return subprocess.run([sys.executable, os.path.join(ROOT, "hyperopt_optimize.py"), *args],
+                          cwd=cwd, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **env})
 
 
 def result_files(folder):
@@ -28,7 +36,7 @@ def result_files(folder):
 @pytest.mark.slow
 def test_search_writes_results_and_resumes_to_the_total(tmp_path):
     write_cifar100_archive(tmp_path / "ml_req")
-    first = run(["--epochs", "1", "--max-evals", "2"], tmp_path)
+    first = run([*QUICK, "--max-evals", "2"], tmp_path)
     assert first.returncode == 0, first.stderr
     assert "Found 0 saved trials" in first.stdout and "Best of 2 trials" in first.stdout
     files = result_files(tmp_path)
@@ -40,40 +48,48 @@ def test_search_writes_results_and_resumes_to_the_total(tmp_path):
         assert f.name.startswith(f"model_{result['fine_best_accuracy']:.4f}_")
     trials = pickle.loads((tmp_path / "results.pkl").read_bytes())
     assert len(trials.trials) == 2
-    assert sorted(json.loads(f.read_text())["trial_id"] for f in files) == [t["tid"] for t in trials.trials]
+    assert sorted(json.loads(f.read_text())["trial_id"]
+                  for f in files) == [t["tid"] for t in trials.trials]
     before = [(t["tid"], t["misc"]["vals"], t["result"]) for t in trials.trials]
 
-    second = run(["--epochs", "1", "--max-evals", "3"], tmp_path)
+    second = run([*QUICK, "--max-evals", "3"], tmp_path)
     assert second.returncode == 0, second.stderr
     assert "Found 2 saved trials in results.pkl; 1 more will run" in second.stdout
     trials = pickle.loads((tmp_path / "results.pkl").read_bytes())
     assert len(trials.trials) == 3 and len(result_files(tmp_path)) == 3
     assert [(t["tid"], t["misc"]["vals"], t["result"]) for t in trials.trials[:2]] == before
-    assert trials.trials[2]["misc"]["vals"] != trials.trials[0]["misc"]["vals"]  # a new point, not a replay
+    # a new point, not a replay
+    assert trials.trials[2]["misc"]["vals"] != trials.trials[0]["misc"]["vals"]
 
-    done = run(["--epochs", "1", "--max-evals", "3"], tmp_path)
-    assert done.returncode == 0 and "0 more will run" in done.stdout and len(result_files(tmp_path)) == 3
+    done = run([*QUICK, "--max-evals", "3"], tmp_path)
+    assert done.returncode == 0 and "0 more will run" in done.stdout and len(
+        result_files(tmp_path)) == 3
 
 
 @pytest.mark.slow
 def test_cifar10_searches_and_retrains_with_the_fine_keys(tmp_path):
     write_cifar10_archive(tmp_path / "ml_req")
-    out = run(["--dataset", "cifar10", "--epochs", "1", "--max-evals", "2"], tmp_path)
+    out = run(["--dataset", "cifar10", *QUICK, "--max-evals", "2"], tmp_path)
     assert out.returncode == 0, out.stderr
     results = [json.loads(f.read_text()) for f in result_files(tmp_path)]
     assert [r["status"] for r in results] == ["ok", "ok"], [r.get("error") for r in results]
     for r in results:
-        assert isinstance(r["fine_best_accuracy"], float) and isinstance(r["fine_test_accuracy"], float)
+        assert isinstance(r["fine_best_accuracy"],
+                          float) and isinstance(r["fine_test_accuracy"], float)
         assert r["loss"] == -r["fine_best_accuracy"] and r["coarse_best_accuracy"] is None
         assert r["dataset"] == "cifar10" and "val_fine_outputs_accuracy" in r["history"]
 
-    retrain = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--dataset", "cifar10", "--epochs", "1",
-                              "--no-tensorboard"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    retrain = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--dataset",
+                              "cifar10",
+                              "--epochs", "1", "--train-subset", "60", "--no-tensorboard"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert retrain.returncode == 0, retrain.stdout + retrain.stderr
     retrained = [json.loads(f.read_text()) for f in result_files(tmp_path)]
-    retrained = [r for r in retrained if r["model_name"] not in {old["model_name"] for old in results}]
+    retrained = [r for r in retrained
+                 if r["model_name"] not in {old["model_name"] for old in results}]
     assert len(retrained) == 1 and retrained[0]["status"] == "ok"
-    assert isinstance(retrained[0]["fine_test_accuracy"], float) and "val_fine_outputs_loss" in retrained[0]["history"]
+    assert isinstance(retrained[0]["fine_test_accuracy"],
+                      float) and "val_fine_outputs_loss" in retrained[0]["history"]
     assert (tmp_path / "results" / (retrained[0]["model_name"] + ".keras")).exists()
 
 
@@ -105,12 +121,15 @@ def test_truncated_archive_is_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("args, option", [
-    (["--epochs", "0"], "--epochs"), (["--epochs", "ten"], "--epochs"), (["--max-evals", "-3"], "--max-evals"),
+    (["--epochs", "0"], "--epochs"), (["--epochs", "ten"], "--epochs"),
+    (["--max-evals", "-3"], "--max-evals"),
     (["--train-subset", "0"], "--train-subset"), (["--dataset", "mnist"], "--dataset"),
-    (["--validation", "train"], "--validation"), (["--seed", "x"], "--seed"), (["--epoch", "3"], "--epoch"),
+    (["--validation", "train"], "--validation"), (["--seed", "x"], "--seed"),
+    (["--epoch", "3"], "--epoch"),
 ])
 def test_bad_option_is_a_usage_error_naming_it(args, option, capsys):
-    import hyperopt_optimize  # in-process: argparse's exit is what the command line gets (checked below)
+    # in-process: argparse's exit is what the command line gets (checked below)
+    import hyperopt_optimize
     with pytest.raises(SystemExit) as exit_:
         hyperopt_optimize.parse_args(args)
     assert exit_.value.code == 2 and option in capsys.readouterr().err.splitlines()[-1]
@@ -129,7 +148,8 @@ def test_bad_env_value_is_a_usage_error(monkeypatch, capsys, variable, value, op
 
 def test_bad_option_on_the_command_line_exits_with_status_2(tmp_path):
     out = run(["--epochs", "0"], tmp_path)
-    assert out.returncode == 2 and "--epochs" in out.stderr.splitlines()[-1] and not (tmp_path / "results").exists()
+    assert out.returncode == 2 and "--epochs" in out.stderr.splitlines()[
+        -1] and not (tmp_path / "results").exists()
 
 
 def test_search_goes_on_when_every_trial_fails(tmp_path, monkeypatch, capsys):
@@ -139,10 +159,12 @@ def test_search_goes_on_when_every_trial_fails(tmp_path, monkeypatch, capsys):
     def bad_combination(*args, **kwargs):
         raise ValueError("this combination cannot be built")
     monkeypatch.setattr(neural_net, "build_model", bad_combination)
-    monkeypatch.setattr(hyperopt_optimize, "TRIAL_PROCESS", False)  # the patch above applies in this process only
+    # the patch above applies in this process only
+    monkeypatch.setattr(hyperopt_optimize, "TRIAL_PROCESS", False)
     write_cifar100_archive(tmp_path / "ml_req")
     monkeypatch.chdir(tmp_path)
-    assert hyperopt_optimize.run_search(hyperopt_optimize.parse_args(["--epochs", "1", "--max-evals", "2"])) == 0
+    assert hyperopt_optimize.run_search(
+        hyperopt_optimize.parse_args(["--epochs", "1", "--max-evals", "2"])) == 0
     trials = pickle.loads((tmp_path / "results.pkl").read_bytes())
     assert [t["result"]["status"] for t in trials.trials] == ["fail", "fail"]
     assert "cannot be built" in trials.trials[0]["result"]["error"]

@@ -1,5 +1,6 @@
-"""Every trial in TensorBoard's HParams dashboard: report.py --tensorboard writes the runs without TensorFlow,
-and a real TensorBoard, started here on a free loopback port, lists every trial through its own HTTP API."""
+"""Every trial in TensorBoard's HParams dashboard: report.py --tensorboard writes the runs without
+TensorFlow, and a real TensorBoard, started here on a free loopback port, lists every trial through
+its own HTTP API."""
 import contextlib
 import itertools
 import json
@@ -35,7 +36,8 @@ runpy.run_{how}(sys.argv[0], run_name="__main__")
 
 def run_without(hidden, args, cwd, module=False):
     code = HIDDEN.format(hidden=hidden, how="module" if module else "path")
-    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=cwd, text=True, stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=cwd, text=True,
+                            stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": ROOT})
 
 
@@ -45,25 +47,30 @@ def finished(process, timeout=120):
 
 
 def history(accuracy, epochs, classic):
-    """Per-epoch curves under this repo's Keras 3 names, or the classic repo's Keras 2 ones (acc)."""
+    """Per-epoch curves under this repo's Keras 3 names, or the classic repo's Keras 2 ones (acc).
+    """
     acc = "acc" if classic else "accuracy"
     curve = [round(accuracy * (e + 1) / epochs, 4) for e in range(epochs)]
-    return {"loss": [2.0 - c for c in curve], f"fine_outputs_{acc}": curve, f"val_fine_outputs_{acc}": curve,
-            f"val_coarse_outputs_{acc}": [c + 0.1 for c in curve], "val_loss": [2.1 - c for c in curve]}
+    return {"loss": [2.0 - c for c in curve], f"fine_outputs_{acc}": curve,
+            f"val_fine_outputs_{acc}": curve,
+            f"val_coarse_outputs_{acc}": [c + 0.1 for c in curve],
+            "val_loss": [2.1 - c for c in curve]}
 
 
 def objective_of(rng):
-    """Results as this repo's objective writes them, without training: ok, pruned, failed in turn."""
+    """Results as this repo's objective writes them, without training: ok, pruned, failed in turn.
+    """
     def objective(hype_space):
         i = objective.calls = getattr(objective, "calls", 0) + 1
         if i % 3 == 0:
-            return {"status": STATUS_FAIL, "model_name": f"failed_{i}", "space": hype_space, "validation": "split",
-                    "error": "ResourceExhaustedError: OOM"}
+            return {"status": STATUS_FAIL, "model_name": f"failed_{i}", "space": hype_space,
+                    "validation": "split", "error": "ResourceExhaustedError: OOM"}
         accuracy, epochs = round(float(rng.uniform(0.1, 0.6)), 4), 2 if i % 3 == 2 else 4
         return {"status": STATUS_OK, "loss": -accuracy, "fine_best_accuracy": accuracy,
                 "coarse_best_accuracy": accuracy + 0.1, "fine_test_accuracy": accuracy - 0.01,
                 "coarse_test_accuracy": accuracy + 0.05, "epochs_run": epochs, "epochs_budget": 4,
-                "train_time_s": 10.0 * i, "nb_params": 1000 + i, "validation": "split", "trial_id": i - 1,
+                "train_time_s": 10.0 * i, "nb_params": 1000 + i, "validation": "split",
+                "trial_id": i - 1,
                 "model_name": f"model_{accuracy:.4f}_{i:08x}", "space": hype_space,
                 "history": history(accuracy, epochs, classic=False),
                 **({"pruned": True, "pruned_at_epoch": 2} if epochs == 2 else {})}
@@ -71,8 +78,8 @@ def objective_of(rng):
 
 
 def small_search(folder, n_trials=5, n_classic=2, seed=0):
-    """results/ and results.pkl of a search here (one trial in results.pkl only), and classic result files.
-    Returns {model name: result} of every trial."""
+    """results/ and results.pkl of a search here (one trial in results.pkl only), and classic result
+    files. Returns {model name: result} of every trial."""
     rng = np.random.default_rng(seed)
     trials = Trials()
     if n_trials:
@@ -103,17 +110,21 @@ def expected_hparam(value):
 
 
 class TensorBoard:
-    """TensorBoard (TensorFlow hidden) on a free port of 127.0.0.1, stopped on exit of the with block."""
+    """TensorBoard (TensorFlow hidden) on a free port of 127.0.0.1, stopped on exit of the with
+    block."""
 
     def __init__(self, logdir, cwd):
-        self.process = run_without("tensorflow", ["tensorboard.main", "--logdir", str(logdir), "--host",
-                                                  "127.0.0.1", "--port", "0", "--reload_interval", "1"], cwd,
+        self.process = run_without("tensorflow", ["tensorboard.main", "--logdir", str(logdir),
+                                                  "--host",
+                                                  "127.0.0.1", "--port", "0", "--reload_interval",
+                                                  "1"], cwd,
                                    module=True)
         self.lines = []
 
     def __enter__(self):
         deadline = time.time() + 60
-        while time.time() < deadline:  # it prints "TensorBoard 2.20.0 at http://127.0.0.1:PORT/" once serving
+        # it prints "TensorBoard 2.20.0 at http://127.0.0.1:PORT/" once serving
+        while time.time() < deadline:
             line = self.process.stdout.readline()
             self.lines.append(line)
             if found := re.search(r"at (http://127\.0\.0\.1:\d+)/", line):
@@ -133,18 +144,23 @@ class TensorBoard:
             self.process.wait(timeout=10)
 
     def post(self, route, request):
-        http = urllib.request.Request(self.url + route, data=json.dumps(request).encode(), method="POST",
-                                      headers={"Content-Type": "application/json", "X-XSRF-Protected": "1"})
+        http = urllib.request.Request(self.url + route, data=json.dumps(request).encode(),
+                                      method="POST",
+                                      headers={"Content-Type": "application/json",
+                                               "X-XSRF-Protected": "1"})
         with urllib.request.urlopen(http, timeout=30) as response:
             return json.load(response)
 
     def get(self, route, **query):
-        with urllib.request.urlopen(f"{self.url}{route}?{urllib.parse.urlencode(query)}", timeout=30) as response:
+        with urllib.request.urlopen(f"{self.url}{route}?{urllib.parse.urlencode(query)}",
+                                    timeout=30) as response:
             return json.load(response)
 
     def session_groups(self, expected, timeout_s=60):
-        """The hparams plugin's session groups, once it lists `expected` of them (it loads the logdir in turns)."""
-        request = {"experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE",
+        """The hparams plugin's session groups, once it lists `expected` of them (it loads the
+        logdir in turns)."""
+        request = {"experimentName": "",
+                   "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE",
                                                              "STATUS_RUNNING"],
                    "colParams": [], "startIndex": 0, "sliceSize": 1000, "includeMetrics": True}
         deadline = time.time() + timeout_s
@@ -157,20 +173,23 @@ class TensorBoard:
 
 def test_the_hparams_dashboard_lists_every_trial_with_its_hyperparameters_and_metrics(tmp_path):
     results = small_search(tmp_path)
-    wrote = run_without("tensorflow", [os.path.join(ROOT, "report.py"), "--tensorboard", "tb"], tmp_path)
+    wrote = run_without("tensorflow", [os.path.join(ROOT, "report.py"), "--tensorboard", "tb"],
+                        tmp_path)
     code, out = finished(wrote)
     assert code == 0, out[-3000:]
     assert "TensorBoard: wrote 7 runs to tb/" in out and "(0 there already)" in out
 
     with TensorBoard(tmp_path / "tb", tmp_path) as board:
         groups = board.session_groups(expected=len(results))
-        experiment = board.post("/data/plugin/hparams/experiment", {"experimentName": "", "includeMetrics": True})
+        experiment = board.post("/data/plugin/hparams/experiment",
+                                {"experimentName": "", "includeMetrics": True})
         curves, best = {}, {}
         for name, result in results.items():
             if result["status"] == STATUS_OK:
                 curves[name] = board.get("/data/plugin/scalars/scalars", run=f"{name}/validation",
                                          tag="epoch_fine_outputs_accuracy")
-                best[name] = board.get("/data/plugin/scalars/scalars", run=name, tag="trial/val_fine_accuracy")
+                best[name] = board.get("/data/plugin/scalars/scalars", run=name,
+                                       tag="trial/val_fine_accuracy")
 
     infos = {h["name"]: h for h in experiment["hparamInfos"]}
     assert set(infos) == {*SPACE, "status", "selected_on"}
@@ -180,9 +199,12 @@ def test_the_hparams_dashboard_lists_every_trial_with_its_hyperparameters_and_me
     assert infos["batch_size"]["domainInterval"] == {"minValue": 100.0, "maxValue": 700.0}
     assert infos["one_more_fc"]["domainInterval"]["minValue"] == 0.0
     metrics = [m["name"]["tag"] for m in experiment["metricInfos"]]
-    assert metrics == ["trial/val_fine_accuracy", "trial/val_coarse_accuracy", "trial/test_fine_accuracy",
-                       "trial/test_coarse_accuracy", "trial/epochs_run", "trial/train_time_s", "trial/parameters"]
-    assert "test set" in experiment["metricInfos"][0]["description"]  # the classic repo's "val" was the test set
+    assert metrics == ["trial/val_fine_accuracy", "trial/val_coarse_accuracy",
+                       "trial/test_fine_accuracy",
+                       "trial/test_coarse_accuracy", "trial/epochs_run", "trial/train_time_s",
+                       "trial/parameters"]
+    # the classic repo's "val" was the test set
+    assert "test set" in experiment["metricInfos"][0]["description"]
 
     by_name = {g["name"]: g for g in groups["sessionGroups"]}
     assert groups["totalSize"] == len(by_name) == len(results) and set(by_name) == set(results)
@@ -191,9 +213,11 @@ def test_the_hparams_dashboard_lists_every_trial_with_its_hyperparameters_and_me
         assert {k: group["hparams"][k] for k in SPACE} == pytest.approx(
             {k: expected_hparam(v) for k, v in result["space"].items()}), name
         metric = {m["name"]["tag"][len("trial/"):]: m["value"] for m in group["metricValues"]}
-        status = "failed" if result["status"] != STATUS_OK else "pruned" if result.get("pruned") else "ok"
+        status = "failed" if result[
+            "status"] != STATUS_OK else "pruned" if result.get("pruned") else "ok"
         assert group["hparams"]["status"] == status
-        assert group["sessions"][0]["status"] == ("STATUS_FAILURE" if status == "failed" else "STATUS_SUCCESS")
+        assert group["sessions"][0]["status"] == ("STATUS_FAILURE" if status == "failed"
+                                                  else "STATUS_SUCCESS")
         if status == "failed":
             assert metric == {}
             continue
@@ -201,9 +225,11 @@ def test_the_hparams_dashboard_lists_every_trial_with_its_hyperparameters_and_me
         assert metric["val_fine_accuracy"] == pytest.approx(result["fine_best_accuracy"])
         assert metric["val_coarse_accuracy"] == pytest.approx(result["coarse_best_accuracy"])
         assert metric["epochs_run"] == len(result["history"]["loss"])
-        if "trial_id" in result:  # this repo's results; the classic ones have no test accuracy, time or parameters
+        # this repo's results; the classic ones have no test accuracy, time or parameters
+        if "trial_id" in result:
             assert metric["test_fine_accuracy"] == pytest.approx(result["fine_test_accuracy"])
-            assert (metric["train_time_s"], metric["parameters"]) == (result["train_time_s"], result["nb_params"])
+            assert (metric["train_time_s"],
+                    metric["parameters"]) == (result["train_time_s"], result["nb_params"])
         else:
             assert set(metric) == {"val_fine_accuracy", "val_coarse_accuracy", "epochs_run"}
         key = "val_fine_outputs_accuracy" if "trial_id" in result else "val_fine_outputs_acc"
@@ -234,7 +260,8 @@ def test_rerun_adds_new_trials_completes_killed_writes_and_rewrites_nothing(tmp_
     assert write() == (2, 0)
     experiment = tmp_path / "tb" / tensorboard_runs.EXPERIMENT_FILE
     listed = tensorboard_runs.Writer(str(tmp_path / "tb")).listed_metrics(str(experiment))
-    # Classic results only: the metrics they lack are not listed (the parallel coordinates would drop them all).
+    # Classic results only: the metrics they lack are not listed (the parallel coordinates would
+    # drop them all).
     assert listed == {"trial/val_fine_accuracy", "trial/val_coarse_accuracy", "trial/epochs_run"}
     first = {p: os.stat(p).st_mtime_ns for p in (tmp_path / "tb").rglob("*")}
 
@@ -243,7 +270,8 @@ def test_rerun_adds_new_trials_completes_killed_writes_and_rewrites_nothing(tmp_
     [half] = [name for name, result in everything.items() if result.get("trial_id") == 1]
     assert write() == (2, 2)
     os.remove(tmp_path / "tb" / half / tensorboard_runs.TRIAL_FILE)
-    stale = tmp_path / "tb" / half / "validation" / ".tmp_hks_killed00_part"  # as the writer names them
+    # as the writer names them
+    stale = tmp_path / "tb" / half / "validation" / ".tmp_hks_killed00_part"
     stale.write_bytes(b"half a record")
     os.utime(stale, (time.time() - 3600, time.time() - 3600))
 
@@ -260,15 +288,18 @@ def test_rerun_adds_new_trials_completes_killed_writes_and_rewrites_nothing(tmp_
 
 def test_without_the_tensorboard_package_it_is_one_line(tmp_path):
     small_search(tmp_path, n_trials=0, n_classic=1)
-    code, out = finished(run_without("tensorboard", [os.path.join(ROOT, "report.py"), "--tensorboard", "tb"],
+    code, out = finished(run_without("tensorboard", [os.path.join(ROOT, "report.py"),
+                                                     "--tensorboard", "tb"],
                                      tmp_path))
     assert code == 1
-    assert out.strip().splitlines()[-1].startswith("error: writing TensorBoard runs needs the tensorboard package")
+    assert out.strip().splitlines()[
+        -1].startswith("error: writing TensorBoard runs needs the tensorboard package")
     assert "pip install tensorboard" in out and "Traceback" not in out
 
 
 def test_records_are_framed_as_tensorboards_own_writer_frames_them(tmp_path):
-    """The C checksum (google-crc32c) where installed, tensorboard's pure-Python one elsewhere: the same bytes."""
+    """The C checksum (google-crc32c) where installed, tensorboard's pure-Python one elsewhere: the
+    same bytes."""
     import io
 
     from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import crc32c
@@ -285,16 +316,19 @@ def test_records_are_framed_as_tensorboards_own_writer_frames_them(tmp_path):
 
 
 def test_the_screenshot_script_says_in_one_line_how_to_get_a_browser(tmp_path):
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "docs", "hparams_screenshot.py")], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=120, env={**os.environ, "PATH": str(tmp_path)})
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "docs", "hparams_screenshot.py")],
+                         cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PATH": str(tmp_path)})
     assert out.returncode == 1 and out.stdout == ""
-    assert out.stderr == ("error: no chromium here: apt-get install chromium (Debian, Ubuntu), then pip install "
+    assert out.stderr == (
+        "error: no chromium here: apt-get install chromium (Debian, Ubuntu), then pip install "
                           "playwright\n")
 
 
 def test_a_mongodb_experiment_gets_its_runs_from_the_trials(tmp_path, capsys):
-    """report.py --mongo URL --exp-key NAME --tensorboard: the runs, curves included, come from the trials in
-    MongoDB (the result files are on the workers' machines)."""
+    """report.py --mongo URL --exp-key NAME --tensorboard: the runs, curves included, come from the
+    trials in MongoDB (the result files are on the workers' machines)."""
     import pymongo
     from hyperopt.base import JOB_STATE_DONE
 
@@ -304,22 +338,27 @@ def test_a_mongodb_experiment_gets_its_runs_from_the_trials(tmp_path, capsys):
     from mongo_standin import MongoStandin
 
     searched = small_search(tmp_path / "search", n_classic=0)
-    results = {name: json.loads(json.dumps(result, default=float)) for name, result in searched.items()}
+    results = {name: json.loads(json.dumps(result, default=float))
+               for name, result in searched.items()}
     with MongoStandin() as standin:
         url = f"mongo://127.0.0.1:{standin.port}/hks_test/jobs"
         with contextlib.closing(pymongo.MongoClient("127.0.0.1", standin.port)) as client:
             client["hks_test"]["jobs"].insert_many([
-                {"exp_key": "exp", "tid": tid, "state": JOB_STATE_DONE, "version": 1, "owner": None, "spec": None,
+                {"exp_key": "exp", "tid": tid, "state": JOB_STATE_DONE, "version": 1, "owner": None,
+                 "spec": None,
                  "misc": {"tid": tid, "idxs": {}, "vals": {}, "cmd": None}, "result": result}
                 for tid, result in enumerate(results.values())])
-        trials = mongo_search.connect_or_exit(url, "exp")  # as report.py --mongo URL --exp-key exp reads them
+        # as report.py --mongo URL --exp-key exp reads them
+        trials = mongo_search.connect_or_exit(url, "exp")
         rows = {}
         report.add_trials(trials, rows)
         tensorboard_runs.write_runs_and_say(list(rows.values()), str(tmp_path / "tb"), trials)
-    assert f"TensorBoard: wrote {len(results)} runs to {tmp_path / 'tb'}/" in capsys.readouterr().out
+    assert (f"TensorBoard: wrote {len(results)} runs to "
+            f"{tmp_path / 'tb'}/") in capsys.readouterr().out
     writer = tensorboard_runs.Writer(str(tmp_path / "tb"))
     for name, result in results.items():
-        [hparams] = [v for e in writer.read_events(str(tmp_path / "tb" / name / tensorboard_runs.TRIAL_FILE))
+        [hparams] = [v for e in writer.read_events(str(tmp_path / "tb" / name
+                                                       / tensorboard_runs.TRIAL_FILE))
                      for v in e.summary.value if v.tag == "_hparams_/session_start_info"]
         assert name.encode() in hparams.metadata.plugin_data.content
         if result["status"] == STATUS_OK:
