@@ -58,10 +58,12 @@ def curve_of(result):
 
 
 def validation_size(results):
-    """The images the search selected its models on, as its results recorded it (the fewest, if they
-    differ); the classic repo's results (Keras 2 history names) selected on the 10,000 test images."""
+    """The images the search selected its models on, as its results recorded it (the fewest, if
+    they differ); the classic repo's results (Keras 2 history names) selected on the 10,000 test
+    images."""
     sizes = [r.get("validation_size") if isinstance(r.get("validation_size"), int) else
-             CLASSIC_VALIDATION if CLASSIC_METRIC in (r.get("history") or {}) else None for r in results]
+             CLASSIC_VALIDATION if CLASSIC_METRIC in (r.get("history") or {}) else None
+             for r in results]
     return None if None in sizes else min(sizes)
 
 
@@ -111,8 +113,8 @@ def load_search(results_dir, trials_file=None):
 
 def replay_ours(curves, make_rule, budget=None):
     """Epochs each trial runs (None for a trial without a curve) under our rules,
-    make_rule(trials, tid) -> a rule (pruning.py) or None, judging against the trials before it, recorded as the
-    search records them."""
+    make_rule(trials, tid) -> a rule (pruning.py) or None, judging against the trials before it,
+    recorded as the search records them."""
     from hyperopt import JOB_STATE_DONE, JOB_STATE_RUNNING, STATUS_OK, Trials
 
     trials, ran = Trials(), []
@@ -257,7 +259,8 @@ def replay_all(curves, orders=200, seed=0, rules=None, validation=None):
 def table(figures, orders, order, validation=None):
     """The printed table."""
     chosen = chosen_rule(DEFAULTS.prune, validation)
-    selected = f"{validation:,} validation images" if validation else "validation images not recorded"
+    selected = (f"{validation:,} validation images" if validation
+                else "validation images not recorded")
     lines = [f"{figures['trials']} trials, {figures['epochs']} epochs, best validation accuracy "
              f"{figures['best']:.4f}; search order: {order}; {orders} random orders; {selected}: "
              f"--prune {DEFAULTS.prune} is {chosen} here.",
