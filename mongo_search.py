@@ -139,33 +139,34 @@ class ExperimentTrials(MongoTrials):
             self.handle.jobs.create_index(SLOT, unique=True, sparse=True)  # sparse: other trials have no slot
 
     def refresh(self):
-        """hyperopt's refresh (the experiment's trials, errored ones left out, in the order of their _id),
+        """hyperopt's refresh (the experiment's trials but errored ones, in the order of their _id),
         reading only what changed: its cost does not grow with the experiment.
 
-        hyperopt's own reads the _id and version of every trial, then every trial whose version changed:
-        each heartbeat gives a running trial a new version, so every running trial, with its partial
-        result, every time. A finished trial never changes again: it is read once. Running and queued
-        ones are read once too, then only their state and owner (what the driver reads of them; their
-        partial results are for the stopping rules, their loss is none yet); a trial is read again when
-        it leaves those states.
+        hyperopt's own reads the _id and version of every trial, then every trial whose version
+        changed: each heartbeat gives a running trial a new version, so every running trial, with its
+        partial result, every time. A finished trial never changes again: it is read once. Running
+        and queued ones are read once too, then only their state and owner (what the driver reads of
+        them: their partial results are for the stopping rules, and they have no loss yet); a trial is
+        read again when it leaves those states.
         """
         if self._exp_key is None:
             return super().refresh()
         jobs, exp, known = self.handle.jobs, {"exp_key": self._exp_key}, self._known
-        done = jobs.count_documents({**exp, "state": JOB_STATE_DONE})  # first: none can finish unseen
-        unfinished = {d["_id"]: d for d in jobs.find({**exp, "state": {"$in": [JOB_STATE_NEW, JOB_STATE_RUNNING]}},
-                                                     projection=["state", "owner"])}
+        done = jobs.count_documents({**exp, "state": JOB_STATE_DONE})  # first: none finishes unseen
+        running = {**exp, "state": {"$in": [JOB_STATE_NEW, JOB_STATE_RUNNING]}}
+        unfinished = {d["_id"]: d for d in jobs.find(running, projection=["state", "owner"])}
         left = [i for i, d in known.items() if d["state"] != JOB_STATE_DONE and i not in unfinished]
         for i in left:  # finished, errored (hyperopt leaves those out), or deleted
             del known[i]
         read = left + [i for i in unfinished if i not in known]
         if read:
-            known.update((d["_id"], d) for d in jobs.find({"_id": {"$in": read}, "state": {"$ne": JOB_STATE_ERROR}}))
+            changed = jobs.find({"_id": {"$in": read}, "state": {"$ne": JOB_STATE_ERROR}})
+            known.update((d["_id"], d) for d in changed)
         for i, d in unfinished.items():
             if i in known and known[i]["state"] != JOB_STATE_DONE:
                 known[i].update(state=d["state"], owner=d.get("owner"))
-        if sum(d["state"] == JOB_STATE_DONE for d in known.values()) < done:  # finished before this driver saw them
-            ids = [d["_id"] for d in jobs.find({**exp, "state": JOB_STATE_DONE}, projection=["_id"])]
+        if sum(d["state"] == JOB_STATE_DONE for d in known.values()) < done:  # finished unseen
+            ids = [d["_id"] for d in jobs.find({**exp, "state": JOB_STATE_DONE}, projection={"_id": 1})]
             unseen = [i for i in ids if i not in known]
             known.update((d["_id"], d) for d in jobs.find({"_id": {"$in": unseen}}))
         self._trials = [known[i] for i in sorted(known)]
@@ -332,19 +333,21 @@ def wait_for_settings(trials, exp_key, url, patience_s, poll_s=5):
             time.sleep(poll_s)
 
 
-# What the stopping rules read of the other trials on MongoDB (pruning.py): the one series they judge by.
+# What the stopping rules read of the other trials on MongoDB (pruning.py): the series they judge by
 ACCURACY = "result.history.val_fine_outputs_accuracy"  # pruning.METRIC in a result's history
 
 
 def recorded_curves(trials, this_tid=None, running=True, pruned=True, reached=1):
-    """The validation fine accuracies, epoch by epoch, of the experiment's other trials that ran at least
-    `reached` epochs: finished (status ok; pruned=False: not pruned ones) and, with running, running
-    ones (their partial result: a trial requeued after its worker died has none). Only that series is
-    read, not the rest of each trial."""
-    kinds = [{"state": JOB_STATE_DONE, "result.status": "ok", **({} if pruned else {"result.pruned": {"$ne": True}})}]
+    """The validation fine accuracies, epoch by epoch, of the experiment's other trials that ran
+    `reached` epochs or more: finished (status ok; pruned=False: not pruned ones) and, with running,
+    running ones (their partial result: a trial requeued after its worker died has none). Only that
+    series is read, not the rest of each trial."""
+    done = {"state": JOB_STATE_DONE, "result.status": "ok"}
+    kinds = [done if pruned else {**done, "result.pruned": {"$ne": True}}]
     if running:
         kinds.append({"state": JOB_STATE_RUNNING, "result.status": "running"})
-    query = {"exp_key": trials._exp_key, "$or": kinds, f"{ACCURACY}.{reached - 1}": {"$exists": True}}
+    query = {"exp_key": trials._exp_key, "$or": kinds,
+             f"{ACCURACY}.{reached - 1}": {"$exists": True}}
     if this_tid is not None:
         query["tid"] = {"$ne": this_tid}
     docs = trials.handle.jobs.find(query, projection={ACCURACY: 1, "_id": 0})
@@ -352,14 +355,15 @@ def recorded_curves(trials, this_tid=None, running=True, pruned=True, reached=1)
 
 
 def best_reached(trials, this_tid=None):
-    """The best validation fine accuracy any other trial of the experiment reached, finished (status ok)
-    or running; None: none yet. Of the finished trials only the best is read: the one of the lowest loss
-    (minus its best validation fine accuracy; hyperopt indexes result.loss)."""
+    """The best validation fine accuracy any other trial of the experiment reached, finished (status
+    ok) or running; None: none yet. Of the finished trials only the best is read: the one of the
+    lowest loss (minus its best validation fine accuracy; hyperopt indexes result.loss)."""
     query = {"exp_key": trials._exp_key, "state": JOB_STATE_DONE, "result.status": "ok",
              f"{ACCURACY}.0": {"$exists": True}}
     if this_tid is not None:
         query["tid"] = {"$ne": this_tid}
-    best = trials.handle.jobs.find(query, projection={ACCURACY: 1, "_id": 0}).sort("result.loss", 1).limit(1)
+    best = trials.handle.jobs.find(query, projection={ACCURACY: 1, "_id": 0})
+    best = best.sort("result.loss", 1).limit(1)
     curves = [d["result"]["history"]["val_fine_outputs_accuracy"] for d in best]
     running = {"exp_key": trials._exp_key, "state": JOB_STATE_RUNNING, "result.status": "running",
                f"{ACCURACY}.0": {"$exists": True}}

@@ -391,7 +391,8 @@ def measure(work, url, args, total, wall, kills):
     files = collections.Counter(json.load(open(p)).get("trial_id")
                                 for p in glob.glob(os.path.join(work, "results", "*.txt.json")))
     ends = sorted(r["end"] for r in runs)
-    seconds = collections.defaultdict(lambda: [0, 0, 0, 0])  # t -> driver ops, worker ops, out, in
+    seconds = collections.defaultdict(lambda: [0, 0, 0, 0, 0])  # t: driver ops, worker ops, out, in,
+    # the driver's bytes
     for path in glob.glob(os.path.join(work, "counts", "*.json")):
         counted = json.load(open(path))
         for t, ops, out, received in counted["seconds"]:
@@ -399,17 +400,19 @@ def measure(work, url, args, total, wall, kills):
             row[0 if counted["role"] == "driver" else 1] += ops
             row[2] += out
             row[3] += received
+            row[4] += (out + received) if counted["role"] == "driver" else 0
 
     def window(first, last):
         """Operations and bytes from the second after `first` to `last`, per trial finished then."""
         rows = [v for t, v in seconds.items() if first < t <= last]
         ops, out, received = (sum(r[0] + r[1] for r in rows), sum(r[2] for r in rows),
                               sum(r[3] for r in rows))
-        return ops / WINDOW, (out + received) / WINDOW, sum(r[0] for r in rows) / WINDOW
+        return (ops / WINDOW, (out + received) / WINDOW, sum(r[0] for r in rows) / WINDOW,
+                sum(r[4] for r in rows) / WINDOW)
 
     n = min(WINDOW, len(ends))
-    first = window(0, int(ends[n - 1])) if ends else (0, 0, 0)
-    last = window(int(ends[-n - 1]) if len(ends) > n else 0, int(ends[-1]) + 1) if ends else (0, 0, 0)
+    first = window(0, int(ends[n - 1])) if ends else (0, 0, 0, 0)
+    last = window(int(ends[-n - 1]) if len(ends) > n else 0, int(ends[-1]) + 1) if ends else (0, 0, 0, 0)
     suggests = [json.loads(line) for line in open(os.path.join(work, "suggest.jsonl"))] \
         if os.path.exists(os.path.join(work, "suggest.jsonl")) else []
     busy = sum(r["end"] - r["start"] for r in runs)
@@ -419,13 +422,14 @@ def measure(work, url, args, total, wall, kills):
         "epoch_seconds": args.epoch_seconds, "prune": args.prune, "kill_share": args.kill_share,
         "subprocesses": not args.no_subprocesses,
         "trials_finished": len(ok), "lost": args.trials - len(ok),
-        "run_twice": sum(c > 1 for c in kept.values()) + sum(c > 1 for c in files.values() if c),
+        "run_twice": len({t for t, c in kept.items() if c > 1} | {t for t, c in files.items() if c > 1}),
         "experiment_trials": len(docs), "total_respected": len(docs) == total,
         "workers_killed": kills, "requeued": driver_log.count("back in the queue"),
         "bytes_per_trial_first100": round(first[1]), "bytes_per_trial_last100": round(last[1]),
         "ops_per_trial_first100": round(first[0], 1), "ops_per_trial_last100": round(last[0], 1),
         "driver_ops_per_trial_first100": round(first[2], 1),
         "driver_ops_per_trial_last100": round(last[2], 1),
+        "driver_bytes_per_trial_first100": round(first[3]), "driver_bytes_per_trial_last100": round(last[3]),
         "suggest_s_first100": round(statistics.fmean(s["s"] for s in suggests[:WINDOW]), 3) if suggests else None,
         "suggest_s_last100": round(statistics.fmean(s["s"] for s in suggests[-WINDOW:]), 3) if suggests else None,
         "worker_idle_share": round(1 - busy / (args.workers * wall), 3),
@@ -445,6 +449,8 @@ def report(figures):
     print(f"{'operations per trial':24}{f['ops_per_trial_first100']:>12}{f['ops_per_trial_last100']:>12}")
     print(f"{'  of them the driver':24}{f['driver_ops_per_trial_first100']:>12}"
           f"{f['driver_ops_per_trial_last100']:>12}")
+    print(f"{'driver bytes per trial':24}{f['driver_bytes_per_trial_first100']:>12,}"
+          f"{f['driver_bytes_per_trial_last100']:>12,}")
     print(f"{'seconds per suggestion':24}{f['suggest_s_first100']!s:>12}{f['suggest_s_last100']!s:>12}")
     print(f"trials finished {f['trials_finished']}, lost {f['lost']}, run twice {f['run_twice']}, "
           f"in the experiment {f['experiment_trials']} (total respected: {f['total_respected']}), "
