@@ -135,6 +135,9 @@ class ExperimentTrials(MongoTrials):
         self._known = {}  # job _id -> its document, as refresh() last read it
         super().__init__(*args, **kwargs)
         self.max_evals, self.refused = max_evals, 0
+        # What the driver, the workers and the stopping rules look trials up by (hyperopt indexes the
+        # experiment alone): without it, each look-up scans the experiment
+        self.handle.jobs.create_index([("exp_key", 1), ("state", 1), ("result.loss", 1)])
         if max_evals is not None:
             self.handle.jobs.create_index(SLOT, unique=True, sparse=True)  # sparse: other trials have no slot
 

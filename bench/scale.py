@@ -24,6 +24,7 @@ of the test stand-in (tests/mongo_standin.py) that the bench starts and stops.
 import argparse
 import atexit
 import collections
+import contextlib
 import glob
 import io
 import json
@@ -243,7 +244,7 @@ def prefill(url, n, histories, epochs, seed):
     """n finished trials in the experiment, as the driver and workers would have stored them."""
     import pymongo
     from hyperopt import Trials, rand
-    from hyperopt.base import JOB_STATE_DONE, Domain
+    from hyperopt.base import JOB_STATE_DONE, Domain, SONify
     from hyperopt.utils import coarse_utcnow
 
     import mongo_search
@@ -264,7 +265,7 @@ def prefill(url, n, histories, epochs, seed):
                            "epochs_budget": epochs, "epochs_run": epochs, "pruned": False,
                            "pruned_at_epoch": None})
     for start in range(0, n, 500):
-        db.jobs.insert_many(docs[start:start + 500])
+        db.jobs.insert_many([SONify(doc) for doc in docs[start:start + 500]])
     db.job_ids.update_one({"a": 0}, {"$set": {"last_id": n}}, upsert=True)
 
 
@@ -294,14 +295,16 @@ class Workers:
 
     def stop_all(self):
         for process in self.processes.values():
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
         deadline = time.monotonic() + 30
         for process in self.processes.values():
             try:
                 process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
 
 
@@ -330,7 +333,7 @@ def run(args):
     else:
         standin, port = start_standin(work)
         url = f"mongo://127.0.0.1:{port}/hks_scale/jobs"
-    total = args.prefill + args.trials
+    total, workers, driver = args.prefill + args.trials, None, None
     try:
         if args.prefill:
             print(f"Prefilling {args.prefill} finished trials ...", flush=True)
@@ -365,7 +368,11 @@ def run(args):
         time.sleep(2.5)  # the last counts are written
         figures = measure(work, url, args, total, wall, workers.kills)
         figures["driver_exit"] = driver.returncode
-    finally:
+    finally:  # also on an error or Ctrl-C: no process of the bench is left running
+        if driver is not None and driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+        if workers is not None:
+            workers.stop_all()
         if standin is not None:
             os.killpg(standin.pid, signal.SIGTERM)
             standin.wait()
