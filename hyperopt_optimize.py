@@ -313,8 +313,11 @@ def run_mongo_search(args):
     # The workers read stale_after too: how long they wait for MongoDB in an outage
     settings = {**settings_from(args), "stale_after": args.stale_after}
     # --max-evals is the experiment's total, however many drivers queue its trials
-    trials = mongo_search.connect_or_exit(args.mongo, args.exp_key, max_evals=args.max_evals)
-    mongo_search.store_settings_or_exit(trials, settings, args.exp_key)  # workers read them there too
+    try:
+        trials = mongo_search.connect(args.mongo, args.exp_key, max_evals=args.max_evals)
+        mongo_search.store_settings(trials, settings, args.exp_key)  # workers read them there too
+    except mongo_search.Unusable as e:
+        sys.exit(f"error: {e}")
     found = len(trials.trials)
     todo = "until Ctrl-C" if args.max_evals is None else max(0, args.max_evals - found)
     print(f"Experiment {args.exp_key!r} at {mongo_search.shown(args.mongo)}: {args.dataset}, {args.epochs} epochs "

@@ -17,7 +17,6 @@ import json
 import os
 import re
 import shlex
-import sys
 import time
 import urllib.parse
 
@@ -87,7 +86,7 @@ def worker_command(url, exp_key):
     """The command that starts a worker of the experiment, to copy and paste: the password stays out of it."""
     command = (f"python3 hyperopt_worker.py --mongo {shlex.quote(without_password(url))} "
                f"--exp-key {shlex.quote(exp_key)}")
-    user = parse_url_or_exit(url)["user"]
+    user = parse_url(url)["user"]
     if user:
         command += f"   # the password of {urllib.parse.unquote(user)}: MONGO_DB_PASSWORD in the worker's environment"
     return command
@@ -95,15 +94,15 @@ def worker_command(url, exp_key):
 
 def password_of(url):
     """The password of the URL's user (percent-decoded): its own, else MONGO_DB_PASSWORD; None without a user."""
-    m = parse_url_or_exit(url)
+    m = parse_url(url)
     if not m["user"]:
         return None
     if m["password"] is not None:
         return urllib.parse.unquote(m["password"])
     password = os.environ.get("MONGO_DB_PASSWORD")
     if password is None:
-        sys.exit(f"error: --mongo {shown(url)} names user {urllib.parse.unquote(m['user'])!r} but no password: set "
-                 f"MONGO_DB_PASSWORD (or give mongo://USER:PASSWORD@...)")
+        raise Unusable(f"--mongo {shown(url)} names user {urllib.parse.unquote(m['user'])!r} but no password: "
+                       f"set MONGO_DB_PASSWORD (or give mongo://USER:PASSWORD@...)")
     return password
 
 
@@ -111,12 +110,18 @@ PERCENT_ENCODE = ("percent-encode the password (python3 -c \"import urllib.parse
                   "'PASSWORD', safe=''))\"), or leave it out of the URL (mongo://USER@...) and set MONGO_DB_PASSWORD")
 
 
-def parse_url_or_exit(url):
+class Unusable(Exception):
+    """MongoDB cannot be used as asked (a malformed URL, no password, unreachable, another experiment's
+    settings): the one-line message says what to do. The commands print it and exit."""
+
+
+def parse_url(url):
+    """The parts of a mongo://[USER[:PASSWORD]@]HOST:PORT/DB/jobs URL (a re.Match); Unusable otherwise."""
     match = _URL.fullmatch(url or "")
     if not match:
         credentials = re.match(r"[^:/@]*://.*@", url or "")
         advice = f": {PERCENT_ENCODE}" if credentials else ""
-        sys.exit(f"error: --mongo must look like {URL_FORM}, not {shown(url or '')!r}{advice}")
+        raise Unusable(f"--mongo must look like {URL_FORM}, not {shown(url or '')!r}{advice}")
     return match
 
 
@@ -253,12 +258,12 @@ def check_objective_loads(trials, exp_key):
             f"the objective anew), or run this worker from the driver's version") from None
 
 
-def connect_or_exit(url, exp_key, refresh=True, max_evals=None):
+def connect(url, exp_key, refresh=True, max_evals=None):
     """hyperopt's MongoTrials of the experiment (refresh: with its trials loaded; max_evals: queueing no more
-    than that many trials in all, see ExperimentTrials), or one line saying why MongoDB cannot be used."""
+    than that many trials in all, see ExperimentTrials); Unusable, saying why, when MongoDB cannot be used."""
     mongo_compat.install()  # before any connection: they then authenticate
 
-    m = parse_url_or_exit(url)
+    m = parse_url(url)
     user = urllib.parse.unquote(m["user"]) if m["user"] else None
     client = pymongo.MongoClient(m["host"], int(m["port"]), serverSelectionTimeoutMS=CONNECT_TIMEOUT_S * 1000,
                                  username=user, password=password_of(url))
@@ -266,10 +271,10 @@ def connect_or_exit(url, exp_key, refresh=True, max_evals=None):
         client.admin.command("ping")  # also authenticates, when the URL has a user
     except pymongo.errors.PyMongoError as e:
         if getattr(e, "code", None) == AUTHENTICATION_FAILED:  # MongoDB runs: the advice below would mislead
-            sys.exit(f"error: cannot use MongoDB at {shown(url)}: authentication failed for user {user!r}: check "
-                     f"MONGO_DB_USER and MONGO_DB_PASSWORD (or USER:PASSWORD in --mongo)")
-        sys.exit(f"error: cannot use MongoDB at {shown(url)}: {reason_of(e)}. Start it (see local_infra/) or fix "
-                 f"--mongo (env MONGO_DB_HOST, MONGO_DB_PORT, MONGO_DB_USER, MONGO_DB_PASSWORD)")
+            raise Unusable(f"cannot use MongoDB at {shown(url)}: authentication failed for user {user!r}: "
+                           f"check MONGO_DB_USER and MONGO_DB_PASSWORD (or USER:PASSWORD in --mongo)") from None
+        raise Unusable(f"cannot use MongoDB at {shown(url)}: {reason_of(e)}. Start it (see local_infra/) or fix "
+                       f"--mongo (env MONGO_DB_HOST, MONGO_DB_PORT, MONGO_DB_USER, MONGO_DB_PASSWORD)") from None
     finally:
         client.close()
     return ExperimentTrials(url, exp_key=exp_key, refresh=refresh, max_evals=max_evals)
@@ -293,8 +298,8 @@ def check_version(settings, exp_key, who):
             f"start a new experiment with another --exp-key, or run workers of the driver's version")
 
 
-def store_settings_or_exit(trials, settings, exp_key):
-    """Store the experiment's settings; a resumed experiment must keep the ones it started with.
+def store_settings(trials, settings, exp_key):
+    """Store the experiment's settings; a resumed experiment must keep the ones it started with (Unusable).
 
     A driver updates an experiment of an older version to its own when the settings that version lacked
     (ADDED_SETTINGS) are given what that version did; a newer one it refuses."""
@@ -304,19 +309,19 @@ def store_settings_or_exit(trials, settings, exp_key):
         try:
             check_version(stored, exp_key, "driver")
         except VersionMismatch as e:
-            sys.exit(f"error: {e}")
+            raise Unusable(str(e)) from None
         if stored.get(VERSION, 1) < EXPERIMENT_VERSION:
             stored = {**ADDED_SETTINGS, **stored, VERSION: EXPERIMENT_VERSION}
         keys = sorted(k for k in set(stored) | set(settings) if k not in LOCAL_SETTINGS and k != VERSION)
         unknown = [k for k in keys if k not in stored]
         if unknown:
-            sys.exit(f"error: experiment {exp_key!r} was started by an older version of hks, which had no "
-                     f"setting {', '.join(unknown)}: start a new experiment with another --exp-key (or resume "
-                     f"it with that version)")
+            raise Unusable(f"experiment {exp_key!r} was started by an older version of hks, which had no "
+                           f"setting {', '.join(unknown)}: start a new experiment with another --exp-key (or "
+                           f"resume it with that version)")
         changed = [f"{k}={stored.get(k)!r} (not {settings.get(k)!r})" for k in keys if stored.get(k) != settings.get(k)]
         if changed:
-            sys.exit(f"error: experiment {exp_key!r} was started with {', '.join(changed)}: resume it with the "
-                     f"same options, or start a new experiment with another --exp-key")
+            raise Unusable(f"experiment {exp_key!r} was started with {', '.join(changed)}: resume it with "
+                           f"the same options, or start a new experiment with another --exp-key")
     # the folders may change: workers read the latest
     attachments[SETTINGS] = json.dumps({**settings, VERSION: EXPERIMENT_VERSION}).encode()
 

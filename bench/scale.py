@@ -250,7 +250,7 @@ def prefill(url, n, histories, epochs, seed):
     import mongo_search
     from search_space import space
 
-    m = mongo_search.parse_url_or_exit(url)
+    m = mongo_search.parse_url(url)
     db = pymongo.MongoClient(m["host"], int(m["port"]))[m["db"]]
     domain, rng = Domain(lambda _: 0, space), random.Random(seed)
     docs = rand.suggest(list(range(n)), domain, Trials(), seed)
@@ -312,7 +312,7 @@ def finished_count(url):
     import pymongo
 
     import mongo_search
-    m = mongo_search.parse_url_or_exit(url)
+    m = mongo_search.parse_url(url)
     with pymongo.MongoClient(m["host"], int(m["port"])) as client:
         return client[m["db"]].jobs.count_documents({"exp_key": EXP, "state": 2})
 
@@ -384,7 +384,7 @@ def measure(work, url, args, total, wall, kills):
     import pymongo
 
     import mongo_search
-    m = mongo_search.parse_url_or_exit(url)
+    m = mongo_search.parse_url(url)
     with pymongo.MongoClient(m["host"], int(m["port"])) as client:
         db = client[m["db"]]
         docs = list(db.jobs.find({"exp_key": EXP}, projection=["tid", "state", "result.status"]))
