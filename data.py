@@ -237,9 +237,7 @@ def load_split(dataset="cifar100", data_dir="ml_req", validation="split", train_
     return Split(*train, *val, *test, ds.nb_fine, ds.nb_coarse)
 
 
-def load_split_or_exit(settings):
-    """load_split for the trial settings, once, before any training: a bad archive is one line and exit 1."""
-    try:
-        return load_split(settings["dataset"], settings["data_dir"], settings["validation"], settings["train_subset"])
-    except DataError as e:
-        raise SystemExit(f"error: {e}") from None
+def clear_cache():
+    """Forget the dataset and split this process loaded (load_dataset, load_split keep one each)."""
+    load_split.cache_clear()
+    load_dataset.cache_clear()

@@ -7,9 +7,6 @@ import platform
 
 import keras
 
-PRECISIONS = ["auto", "float32", "mixed_float16", "mixed_bfloat16"]
-
-
 def _cpu():
     name, flags = platform.processor() or platform.machine(), set()
     try:

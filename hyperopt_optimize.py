@@ -4,7 +4,7 @@
     python3 hyperopt_optimize.py --epochs 1 --max-evals 2 --train-subset 2000   # a quick look
     python3 hyperopt_optimize.py --mongo mongo://HOST:PORT/DB/jobs --exp-key NAME  # workers train the trials
 
-Each trial trains one CNN (neural_net.py), in a process of its own (trial_process.py), and writes
+Each trial trains one CNN (trial.py), in a process of its own (trial_process.py), and writes
 results/model_<val accuracy>_<id>.txt.json;
 the trials are pickled to results.pkl after each one, so the search resumes where it stopped.
 With --mongo the trials are queued in MongoDB and trained by workers (hyperopt_worker.py, on any
@@ -19,7 +19,6 @@ import os
 import signal
 import sys
 import time
-import uuid
 
 if __name__ == "__main__":  # Ctrl-C while the libraries load: nothing started yet, stop without a traceback
     signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
@@ -31,18 +30,20 @@ from hyperopt import fmin, tpe  # noqa: E402
 from hyperopt.base import JOB_STATE_DONE  # noqa: E402
 from hyperopt.exceptions import AllTrialsFailed  # noqa: E402
 
+from hyperopt.pyll import rec_eval  # noqa: E402
+
 import mongo_search  # noqa: E402
 import tensorboard_runs  # noqa: E402
 import trial_process  # noqa: E402
-from data import load_split_or_exit  # noqa: E402
+from data import DataError  # noqa: E402
 from lost_workers import HEARTBEAT_EVERY_S, MIN_STALE_AFTER_S, STALE_AFTER_S, RequeueLostTrials  # noqa: E402
-from neural_net import TENSORBOARD_DIR, try_draw_model  # noqa: E402
-from hyperopt.pyll import rec_eval  # noqa: E402
 from objective import make_objective  # noqa: E402
+from record import best_result, describe, result_path, save_result  # noqa: E402
 from search_space import SPACE, space  # noqa: E402
-from settings import add_pruning_options, add_training_options, positive_float, positive_int, settings_from  # noqa: E402
-from utils import (best_result, check_writable_or_exit, ctrl_c_stops, describe, duration, load_trials,  # noqa: E402
-                   raise_if_interrupted, remove_stale_temporaries, save_json_result, save_trials, trials_lock, warn)
+from settings import (TENSORBOARD_DIR, Settings, add_pruning_options, add_training_options,  # noqa: E402
+                      positive_float, positive_int)
+from utils import (UserError, check_writable, ctrl_c_stops, duration, load_trials,  # noqa: E402
+                   raise_if_interrupted, remove_stale_temporaries, save_trials, trials_lock, warn)
 
 # The settings that give a local search's results their meaning, stored with its trials (in Trials.attachments):
 # a resume with other values would rank the trials of two searches together. The others (folders, --seed,
@@ -93,7 +94,7 @@ def print_best(trials, results_dir):
     if best is None:
         print("No trial has finished successfully yet.")
     else:
-        file = (f"\nIts result file: {os.path.join(results_dir, best['model_name'] + '.txt.json')}"
+        file = (f"\nIts result file: {result_path(results_dir, best['model_name'])}"
                 if isinstance(best.get("model_name"), str) else "")
         print(f"\nBest of {len(trials.trials)} trials: {describe(best)}{file}")
 
@@ -105,14 +106,16 @@ def show_best(trials, settings, drawn):
         return drawn
     print(f"Best so far: {describe(best)}", flush=True)
     if best.get("model_name") != drawn and isinstance(best.get("space"), dict):  # other tools' results may lack them
-        path = os.path.join(settings["results_dir"], "model_best.png")
-        if draw_model_best(best["space"], path, settings["dataset"]):
+        path = os.path.join(settings.results_dir, "model_best.png")
+        if draw_model_best(best["space"], path, settings.dataset):
             print(f"New best model: drew {path}")
     return best.get("model_name")
 
 
 def draw_model_best(hype_space, path, dataset):
     """try_draw_model, in a process of its own where the trials run in one: Keras builds the model to draw."""
+    from trial import try_draw_model  # Keras loads here, in the driver, only without TRIAL_PROCESS
+
     if not TRIAL_PROCESS:
         return try_draw_model(hype_space, path, dataset)
     try:
@@ -123,17 +126,26 @@ def draw_model_best(hype_space, path, dataset):
 
 
 def run_search(args):
-    if args.mongo:
-        return run_mongo_search(args)
-    settings = settings_from(args)
+    """The search the options ask for: its exit status; what the user must fix is one line, exit 1."""
+    settings = Settings.from_args(args)
+    try:
+        if args.mongo:
+            return run_mongo_search(args, settings)
+        return run_local_search(args, settings)
+    except (UserError, DataError) as e:
+        sys.exit(f"error: {e}")
+
+
+def run_local_search(args, settings):
+    """The local search: its folders checked and its trials file locked first."""
     # Before any training: the folders it writes to, then the trials file, which one driver at a time uses.
-    check_writable_or_exit(args.results_dir, "the search writes its result files there: free space or fix the "
-                                             "folder, or pass --results-dir another folder")
-    check_writable_or_exit(os.path.dirname(args.trials_file), f"the search saves {args.trials_file} there: free "
-                                                              "space or fix the folder, or pass --trials-file")
-    if args.tensorboard:
-        check_writable_or_exit(TENSORBOARD_DIR, "--tensorboard logs each trial there: move what is in the way, "
-                                                "or pass --no-tensorboard")
+    check_writable(settings.results_dir, "the search writes its result files there: free space or "
+                                         "fix the folder, or pass --results-dir another folder")
+    check_writable(os.path.dirname(args.trials_file), f"the search saves {args.trials_file} there: "
+                   "free space or fix the folder, or pass --trials-file")
+    if settings.tensorboard:
+        check_writable(TENSORBOARD_DIR, "--tensorboard logs each trial there: move what is in the way, "
+                                        "or pass --no-tensorboard")
     lock = trials_lock(args.trials_file)
     try:
         lock.acquire(timeout=0)
@@ -145,9 +157,9 @@ def run_search(args):
         sys.exit(f"error: {lock.lock_file} is {kind}: the search locks {args.trials_file} with that file; remove "
                  f"it, or pass another --trials-file")
     try:
-        clean_temporaries(args.results_dir, os.path.dirname(args.trials_file) or ".")
+        clean_temporaries(settings.results_dir, os.path.dirname(args.trials_file) or ".")
         with ctrl_c_stops():
-            return run_local_search(args, settings)
+            return run_trials(args, settings)
     finally:
         lock.release()
 
@@ -159,7 +171,7 @@ def space_fingerprint():
 
 def search_settings(settings):
     """What a local search stores with its trials: the settings of TRIAL_MEANING and the space's fingerprint."""
-    return {**{k: settings[k] for k in TRIAL_MEANING}, "space": space_fingerprint()}
+    return {**{k: getattr(settings, k) for k in TRIAL_MEANING}, "space": space_fingerprint()}
 
 
 def stored_settings(trials):
@@ -202,9 +214,9 @@ def write_missing_result(trials, trials_file, results_dir):
     writing the file (a kill, a full disk): every saved trial has its file, and every file is of a saved trial."""
     result = trials.trials[-1]["result"] if trials.trials else {}
     name = result.get("model_name")
-    if "trial_id" not in result or not name or os.path.exists(os.path.join(results_dir, name + ".txt.json")):
+    if "trial_id" not in result or not name or os.path.exists(result_path(results_dir, name)):
         return  # nothing missing, or a result of the classic repo, which wrote its files itself
-    path = save_json_result(name, result, results_dir)
+    path = save_result(result, results_dir)
     print(f"Trial {len(trials.trials)} was saved in {trials_file} but its result file was not written (the search "
           f"stopped in between): wrote {path} from {trials_file}.")
 
@@ -214,47 +226,43 @@ def local_objective(settings):
     def objective(expr, memo, ctrl):
         hype_space = rec_eval(expr, memo=memo)
         result = trial_process.train_in_process(hype_space, settings, ctrl.trials, ctrl.current_trial)
-        if "model_name" not in result:  # its process died: recorded as build_and_train records a failure
-            result.update(model_name=f"failed_{uuid.uuid4().hex[:8]}", trial_id=ctrl.current_trial["tid"],
-                          epochs_budget=settings["epochs"],
-                          **{k: settings[k] for k in ("dataset", "validation", "train_subset", "seed")})
         return result
     objective.fmin_pass_expr_memo_ctrl = True
     return objective
 
 
-def run_local_search(args, settings):
-    """The search, trial after trial in this process; Ctrl-C (utils.ctrl_c_stops) stops it between safe points."""
+def run_trials(args, settings):
+    """The search, trial after trial; Ctrl-C (utils.ctrl_c_stops) stops it between safe points."""
     try:
-        return _run_local_search(args, settings)
+        return _run_trials(args, settings)
     except KeyboardInterrupt:  # before the first trial: nothing new to save
         print(f"\nInterrupted before any trial ran; {args.trials_file} is as it was.")
         return 130
 
 
-def _run_local_search(args, settings):
+def _run_trials(args, settings):
     trials = load_trials(args.trials_file, "it was left untouched: move it away to start a new search, "
                                            "or pass --trials-file")
     check_same_search_or_exit(trials, settings, args.trials_file)
-    split = load_split_or_exit(settings)
+    split = settings.load_split()
     trials.attachments[SETTINGS] = json.dumps(search_settings(settings))  # saved with the next trial
     raise_if_interrupted()
     found = len(trials.trials)
     todo = "until Ctrl-C" if args.max_evals is None else max(0, args.max_evals - found)
-    print(f"{args.dataset}: training on {len(split.x_train)} images, selecting on {len(split.x_val)} "
-          f"({args.validation}), {args.epochs} epochs per trial.")
+    print(f"{settings.dataset}: training on {len(split.x_train)} images, selecting on {len(split.x_val)} "
+          f"({settings.validation}), {settings.epochs} epochs per trial.")
     print(f"Found {found} saved trials in {args.trials_file}; {todo} more will run.", flush=True)
 
     # Each trial is saved to results.pkl first, then its result file is written: a stop in between leaves a
     # trial without its file, written on resume, never a file of a trial that runs again.
-    objective = local_objective(settings) if TRIAL_PROCESS else make_objective(settings, save_result=False)
+    objective = local_objective(settings) if TRIAL_PROCESS else make_objective(settings)
     saved = found
     n = found
     drawn = None  # the model_name of the best model drawn to model_best.png
     search_start = time.time()
     errors = []  # the errors of this run's trials, while they all fail
     try:
-        write_missing_result(trials, args.trials_file, args.results_dir)
+        write_missing_result(trials, args.trials_file, settings.results_dir)
         while args.max_evals is None or len(trials.trials) < args.max_evals:
             raise_if_interrupted()
             n = len(trials.trials) + 1
@@ -262,11 +270,11 @@ def _run_local_search(args, settings):
             start = time.time()
             with contextlib.suppress(AllTrialsFailed):  # fmin's return value raises while every trial failed
                 fmin(objective, space, algo=tpe.suggest, trials=trials, max_evals=n, show_progressbar=False,
-                     rstate=np.random.default_rng([args.seed, n]))  # a new stream per trial, also when resumed
+                     rstate=np.random.default_rng([settings.seed, n]))  # a new stream per trial, also when resumed
             save_trials(trials, args.trials_file)
             saved = len(trials.trials)
             result = trials.trials[-1]["result"]
-            save_json_result(result["model_name"], result, args.results_dir)
+            save_result(result, settings.results_dir)
             tensorboard_runs.add_trial(result, settings)  # with --tensorboard: its HParams run
             print(f"Trial {n} took {time.time() - start:.0f} s, {describe(result)}")
             if errors is not None:
@@ -287,41 +295,40 @@ def _run_local_search(args, settings):
               f"{args.trials_file}: run the same command again to resume.")
         return 130
     except OSError as e:  # a write failed (a full disk): say what is saved, in one line
-        sys.exit(f"error: {e}. The search stopped: {what_is_saved(saved, n, args)}")
+        sys.exit(f"error: {e}. The search stopped: {what_is_saved(saved, n, args.trials_file, settings.results_dir)}")
     if errors:  # too few to tell the setup from the hyperspaces, but not a success either
         warn(f"every trial of this run failed ({len(errors)}), last: {errors[-1]}")
-    print_best(trials, args.results_dir)
+    print_best(trials, settings.results_dir)
     return 0
 
 
-def what_is_saved(saved, n, args):
+def what_is_saved(saved, n, trials_file, results_dir):
     """What a search that stopped on a failed write at trial n has kept, and how to go on."""
     trials = f"{saved} finished trial{'' if saved == 1 else 's'}"
     if saved >= n:  # trial n is in results.pkl: its result file was not written
-        return (f"the {trials} are saved in {args.trials_file}, and their result files in {args.results_dir}/ but "
+        return (f"the {trials} are saved in {trials_file}, and their result files in {results_dir}/ but "
                 f"for trial {n}'s: free space, then run the same command again to resume; it writes that file "
-                f"from {args.trials_file}.")
-    return (f"trial {n} is lost; {args.trials_file} still holds the {trials} before it, and {args.results_dir}/ "
+                f"from {trials_file}.")
+    return (f"trial {n} is lost; {trials_file} still holds the {trials} before it, and {results_dir}/ "
             f"their result files: free space, then run the same command again to resume.")
 
 
-def run_mongo_search(args):
+def run_mongo_search(args, settings):
     """The same search on hyperopt's MongoTrials: TPE queues trials in MongoDB, workers train them.
 
     Through a MongoDB outage of --stale-after at most, the driver waits and goes on; past it, one line and
     exit status 1 (the experiment stays in MongoDB: the same command resumes it)."""
-    # The workers read stale_after too: how long they wait for MongoDB in an outage
-    settings = {**settings_from(args), "stale_after": args.stale_after}
     # --max-evals is the experiment's total, however many drivers queue its trials
     try:
         trials = mongo_search.connect(args.mongo, args.exp_key, max_evals=args.max_evals)
-        mongo_search.store_settings(trials, settings, args.exp_key)  # workers read them there too
+        mongo_search.store_settings(trials, settings.as_dict(), args.exp_key)  # workers read them
     except mongo_search.Unusable as e:
         sys.exit(f"error: {e}")
     found = len(trials.trials)
     todo = "until Ctrl-C" if args.max_evals is None else max(0, args.max_evals - found)
-    print(f"Experiment {args.exp_key!r} at {mongo_search.shown(args.mongo)}: {args.dataset}, {args.epochs} epochs "
-          f"per trial, trained by workers:\n    {mongo_search.worker_command(args.mongo, args.exp_key)}")
+    print(f"Experiment {args.exp_key!r} at {mongo_search.shown(args.mongo)}: {settings.dataset}, "
+          f"{settings.epochs} epochs per trial, trained by workers:\n"
+          f"    {mongo_search.worker_command(args.mongo, args.exp_key)}")
     print(f"Found {found} trials of the experiment; {todo} more will be queued.", flush=True)
 
     requeue_lost = RequeueLostTrials(args.exp_key, args.stale_after)
@@ -344,9 +351,9 @@ def run_mongo_search(args):
         requeue_lost.unchanged_since = {}
         while True:
             with contextlib.suppress(AllTrialsFailed):  # fmin looks up the best trial as it returns
-                fmin(make_objective(settings), space, algo=tpe.suggest, trials=trials,
+                fmin(make_objective(), space, algo=tpe.suggest, trials=trials,
                      max_evals=args.max_evals or sys.maxsize, show_progressbar=False, return_argmin=False,
-                     rstate=np.random.default_rng([args.seed, len(trials.trials)]),  # each (re)start: new points
+                     rstate=np.random.default_rng([settings.seed, len(trials.trials)]),  # each (re)start: new points
                      early_stop_fn=after_each_poll)
             if not requeue_lost(trials):  # a trial whose worker stopped as fmin returned: wait for it too
                 break
@@ -362,7 +369,7 @@ def run_mongo_search(args):
     except mongo_search.Unreachable as e:
         sys.exit(f"error: {e}. The driver stopped; the experiment is kept in MongoDB: run the same command again "
                  f"once MongoDB is back to resume it")
-    print_best(trials, args.results_dir)
+    print_best(trials, settings.results_dir)
     return 0
 
 

@@ -34,7 +34,7 @@ from hyperopt import mongoexp  # noqa: E402
 import mongo_compat  # noqa: E402
 import mongo_search  # noqa: E402
 from lost_workers import STALE_AFTER_S, Stopped  # noqa: E402
-from data import DataError, load_dataset, load_split  # noqa: E402
+from data import DataError, clear_cache, load_split  # noqa: E402
 
 CHECKED = "HKS_WORKER_CHECKED"  # set once this worker has checked: its per-trial processes skip the checks
 PATIENCE = "HKS_STALE_AFTER"  # the experiment's --stale-after for the per-trial processes: their wait for MongoDB
@@ -93,8 +93,7 @@ def check_data_or_exit(settings):
     except DataError as e:
         sys.exit(f"error: {e} (this worker's folder: {os.getcwd()})")
     print(f"Dataset found: {settings['dataset']}, {len(split.x_train)} training images.", flush=True)
-    load_split.cache_clear()  # each trial loads it again, in its own process
-    load_dataset.cache_clear()
+    clear_cache()  # each trial loads it again, in its own process
 
 
 def main(argv=None):

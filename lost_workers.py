@@ -18,7 +18,6 @@ import signal
 import threading
 import time
 
-import keras
 import pymongo
 from hyperopt import STATUS_FAIL, STATUS_NEW
 from hyperopt.base import JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW, JOB_STATE_RUNNING, SONify
@@ -40,20 +39,20 @@ MAX_LOST_RUNS = 3  # a trial whose worker dies 3 times (stops asked for aside) p
 class TrialLost(BaseException):
     """The driver gave this trial to another worker (this one was silent too long): stop, record nothing.
 
-    A BaseException, so that build_and_train does not record it as the trial's failure: the trial
+    A BaseException, so that trial.run_trial does not record it as the trial's failure: the trial
     is not over, another worker runs it.
     """
 
 
-class Heartbeat(keras.callbacks.Callback):
+class Heartbeat:
     """On a MongoDB worker: tell the driver this trial is alive, for as long as it runs.
 
     hyperopt's ctrl.checkpoint() stamps the job's refresh_time and gives it a new version; the
     driver requeues trials that stay silent (RequeueLostTrials, below). Used as a context manager
     around the whole trial, a thread beats every HEARTBEAT_EVERY_S seconds, so loading the data,
-    building the model and scoring the test set are never silent; as a Keras callback it also beats
-    as training starts and after each epoch, and raises TrialLost there once a beat found the job
-    taken away (the driver requeued it: this worker was silent too long). keep(result) stores the
+    building the model and scoring the test set are never silent; the trial also calls beat() as
+    training starts and after each epoch (trial.run_trial's hooks), which raises TrialLost once a
+    beat found the job taken away (the driver requeued it: this worker was silent too long). keep(result) stores the
     result in the job before the result file is written: no file for a trial taken away. Through a
     MongoDB outage the trial trains on (a beat not sent is said once), and keep and hyperopt's writes
     after the trial (its result, its state) wait for MongoDB, patience_s at most (--stale-after):
@@ -65,7 +64,6 @@ class Heartbeat(keras.callbacks.Callback):
     """
 
     def __init__(self, ctrl, every_s=None, partial_result=None, patience_s=STALE_AFTER_S):
-        super().__init__()
         self.ctrl, self.patience_s = ctrl, patience_s
         self.every_s = HEARTBEAT_EVERY_S if every_s is None else every_s
         # The stopping rule's progress (pruning.AshaRule.partial_result), stored by the epoch beats; the
@@ -126,6 +124,7 @@ class Heartbeat(keras.callbacks.Callback):
             return True
 
     def beat(self):
+        """As training starts and after each epoch: a beat carrying the rule's partial result."""
         if Stopped.received is not None:  # a stop signal whose exception Python dropped (see Stopped)
             raise Stopped(Stopped.received)
         if not self._send(self.partial_result(), partial=True):
@@ -143,12 +142,6 @@ class Heartbeat(keras.callbacks.Callback):
         what = f"storing the result of trial {self.ctrl.current_trial['tid']}"
         if not retry_while_unreachable(lambda: self._send(result), what, self.patience_s):
             raise TrialLost(self.lost)
-
-    def on_train_begin(self, logs=None):
-        self.beat()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.beat()
 
 
 class Stopped(BaseException):

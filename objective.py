@@ -1,90 +1,102 @@
-"""What hyperopt calls for each trial: one training run (neural_net.build_and_train), with the search's
-stopping rule (pruning.py) and, on a MongoDB worker, the heartbeat that lets the driver requeue the
-trials of dead workers (lost_workers.py).
+"""What hyperopt calls for each trial: one trial (trial.run_trial) with the search's stopping rule
+(pruning.py) and, on a MongoDB worker, the heartbeat that lets the driver requeue the trials of
+dead workers (lost_workers.py); then its result file (record.save_result).
 
-A rule that publishes the running trial's progress (AshaRule.partial_result) has it stored by hyperopt's
-ctrl.checkpoint after each epoch: in the trial's MongoDB document on a worker (carried by the heartbeat's
-epoch beat, which checkpoints anyway), or in the local trials object; other trials judge against it.
+A rule that judges against running trials (rule.publishes) has the running trial's partial result
+stored by hyperopt's ctrl.checkpoint after each epoch: in the trial's MongoDB document on a worker
+(carried by the heartbeat's epoch beat), or in the local trials object.
 
 It lives in this importable module (not in the driver's __main__), so that hyperopt can pickle the
-objective by reference for its MongoDB workers.
+objective by reference for its MongoDB workers, which read the experiment's settings from MongoDB.
+Keras is imported when a trial runs, not with this module.
 """
 import functools
+import json
 
-import keras
 from hyperopt.mongoexp import MongoCtrl
 from hyperopt.pyll import rec_eval
 
-from data import DataError, load_split
+import record
+from data import DataError
 from lost_workers import STALE_AFTER_S, Heartbeat
-from neural_net import build_and_train
-from pruning import stopping_rules
-from settings import DEFAULT_SETTINGS
-
-
-class PublishProgress(keras.callbacks.Callback):
-    """Locally: store the running trial's partial result in the trials object after each epoch."""
-
-    def __init__(self, ctrl, partial_result):
-        super().__init__()
-        self.ctrl, self.partial_result = ctrl, partial_result
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.ctrl.checkpoint(self.partial_result())
-
-
-def partial_result_of(rules):
-    """The running trial's partial result, from the rule that publishes one (None: nothing to publish)."""
-    publishers = [rule.partial_result for rule in rules if hasattr(rule, "partial_result")]
-    return publishers[0] if publishers else None
+from pruning import stopping_rule
+from mongo_search import SETTINGS
+from settings import Settings
 
 
 def validation_size(settings):
-    """How many images the trial selects on (what --prune auto chooses by); the split is cached, so the
-    training reads it from memory. None where it cannot be read: the training then fails with the reason."""
-    settings = {**DEFAULT_SETTINGS, **settings}
+    """How many images the trial selects on (what --prune auto chooses by); the split is cached, so
+    the training reads it from memory. None where it cannot be read: the training then fails with
+    the reason."""
     try:
-        split = load_split(settings["dataset"], settings["data_dir"], settings["validation"],
-                           settings["train_subset"])
+        return len(settings.load_split().x_val)
     except DataError:
         return None
-    return len(split.x_val)
 
 
-def trial_callbacks(settings, ctrl):
-    """The trial's stopping rule, then its checkpoint after each epoch: on a MongoDB worker the heartbeat
-    (last: a context manager too, see _objective), whose epoch beats carry the rule's partial result;
-    locally, the partial result alone, if the rule has one. After the rules, so that an epoch's
-    checkpoint carries what they recorded at that epoch."""
-    size = validation_size(settings) if settings.get("prune") == "auto" else None
-    callbacks = stopping_rules(settings, ctrl.trials, ctrl.current_trial["tid"], size)
-    partial_result = partial_result_of(callbacks)
-    if isinstance(ctrl, MongoCtrl):
-        callbacks.append(Heartbeat(ctrl, partial_result=partial_result,  # waits through outages that long
-                                   patience_s=settings.get("stale_after", STALE_AFTER_S)))
-    elif partial_result is not None:
-        callbacks.append(PublishProgress(ctrl, partial_result))
-    return callbacks
+def trial_rule(settings, ctrl):
+    """The trial's stopping rule (None: none), judging against the trials ctrl sees."""
+    size = validation_size(settings) if settings.prune == "auto" else None
+    return stopping_rule(settings, ctrl.trials, ctrl.current_trial["tid"], size)
 
 
-def _objective(expr, memo, ctrl, settings, save_result=True):
-    """hyperopt passes the trial's ctrl: its id, and its view of the other trials (all workers' on MongoDB)."""
+def publish(ctrl, rule):
+    """The hook that stores the running trial's partial result locally, if its rule has one."""
+    if rule is None or not rule.publishes:
+        return []
+    return [lambda: ctrl.checkpoint(rule.partial_result())]
+
+
+def partial_result_of(rule):
+    """What a running trial publishes after each epoch: its rule's partial result, or nothing."""
+    return rule.partial_result if rule is not None and rule.publishes else (lambda: None)
+
+
+def heartbeat_of(settings, ctrl, rule=None):
+    """A MongoDB worker's heartbeat for the trial, carrying the rule's partial result, if any."""
+    return Heartbeat(ctrl, partial_result=partial_result_of(rule),
+                     patience_s=settings.stale_after or STALE_AFTER_S)
+
+
+def run(hype_space, settings, ctrl):
+    """The trial, as hyperopt's ctrl gives it (local trials or a MongoDB worker): its result.
+    Keras is imported here, with the first trial."""
     tid = ctrl.current_trial["tid"]
-    callbacks = trial_callbacks(settings, ctrl)
     if not isinstance(ctrl, MongoCtrl):
-        hype_space = rec_eval(expr, memo=memo)
-        return build_and_train(hype_space, settings, callbacks=callbacks, trial_id=tid, save_result=save_result)
-    # On a worker: heartbeats for the whole trial, and the result in MongoDB before its file is written.
-    heartbeat = callbacks[-1]
-    with heartbeat:
-        hype_space = rec_eval(expr, memo=memo)
-        return build_and_train(hype_space, settings, callbacks=callbacks, trial_id=tid, before_saving=heartbeat.keep,
-                               save_result=save_result)
+        from trial import run_trial
+
+        rule = trial_rule(settings, ctrl)
+        result, _ = run_trial(hype_space, settings, rule, publish(ctrl, rule), trial_id=tid)
+        return result
+    # On a worker: heartbeats for the whole trial, Keras' import and data loading included; the
+    # result in MongoDB before its file is written.
+    with heartbeat_of(settings, ctrl) as heartbeat:
+        from trial import run_trial
+
+        rule = trial_rule(settings, ctrl)
+        heartbeat.partial_result = partial_result_of(rule)
+        result, _ = run_trial(hype_space, settings, rule, [heartbeat.beat], trial_id=tid)
+        heartbeat.keep(result)
+    record.save_result(result, settings.results_dir)
+    return result
 
 
-def make_objective(settings, save_result=True):
-    """The objective for fmin, bound to the experiment's settings. save_result=False: the caller writes each
-    result file (the local search, after saving the trial to results.pkl)."""
-    objective = functools.partial(_objective, settings=settings, save_result=save_result)
+def _objective(expr, memo, ctrl, settings=None, save_result=None):
+    """hyperopt passes the trial's ctrl: its id, and its view of the other trials (all workers' on
+    MongoDB). settings: given locally; on MongoDB the experiment's, read from its trials.
+    save_result is accepted for the objectives already pickled into experiments, which pass it
+    (with their settings as a dict); where the file is written follows from ctrl alone."""
+    if settings is None:
+        settings = json.loads(ctrl.trials.attachments[SETTINGS])
+    if isinstance(settings, dict):  # as stored in MongoDB
+        settings = Settings.from_dict(settings)
+    return run(rec_eval(expr, memo=memo), settings, ctrl)
+
+
+def make_objective(settings=None):
+    """The objective for fmin: bound to settings (the local search), or reading the experiment's
+    from MongoDB (settings=None). It writes the result file on MongoDB workers only: the local
+    search writes each once it has saved the trial to results.pkl."""
+    objective = functools.partial(_objective, settings=settings)
     objective.fmin_pass_expr_memo_ctrl = True  # hyperopt then calls it with (expr, memo, ctrl)
     return objective

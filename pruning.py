@@ -1,8 +1,10 @@
 """Stopping rules: end a trial early when it falls behind the others, so the search spends its epochs on good ones.
 
-A rule is a Keras callback that sets model.stop_training and records `pruned_at_epoch`; the trial is
-then recorded as pruned, with its honest (low) accuracy as its loss for TPE. Rules judge against
-hyperopt's ctrl.trials, so on MongoDB workers they see what every worker recorded.
+Every rule has one interface: after each epoch the trial reports its validation fine accuracy,
+`rule.report(epoch, accuracy)`, and the rule answers whether the trial goes on. A trial stopped is
+recorded as pruned (`pruned_at_epoch`), with its honest (low) accuracy as its loss for TPE. Real
+trials report from a Keras callback (neural_net.py), bench/replay.py from recorded curves. Rules judge
+against hyperopt's ctrl.trials, so on MongoDB workers they see what every worker recorded.
 
     median  MedianStoppingRule: after a warm-up, stop a trial that is below the median of the
             trials that ran to the end, at the same epoch
@@ -22,11 +24,11 @@ as infinitely bad, as it does any running trial; the report and best_result read
 import math
 import statistics
 
-import keras
 from hyperopt import JOB_STATE_DONE, JOB_STATE_RUNNING, STATUS_OK, STATUS_RUNNING
 
+from record import METRIC, running_result
+
 PRUNE_MIN_TRIALS = 5  # the median stopping rule needs this many trials run to the end to judge an epoch
-METRIC = "val_fine_outputs_accuracy"  # what the search maximizes, as Keras names it in the history
 
 
 def prune_warmup(epochs_budget):
@@ -67,40 +69,58 @@ def best_by_epoch(trials, epoch, count_pruned=False, running_average=False):
     return reached
 
 
-class MedianStoppingRule(keras.callbacks.Callback):
-    """Stop a trial whose best validation fine accuracy so far is below the median of what the trials that
-    ran to the end had reached by the same epoch (the median stopping rule of Google Vizier, Golovin et al. 2017).
+class Rule:
+    """What every stopping rule shares: the trial reports its validation fine accuracy after each
+    epoch (report), the rule answers whether it goes on, and says why it stops (stop_reason, each
+    rule's own). `publishes`: the rule judges against running trials, so a running trial publishes
+    its accuracies so far (partial_result) for the others to read."""
 
-    `trials` is hyperopt's ctrl.trials, so a MongoDB worker judges against what every worker finished.
-    Pruned trials do not count (best_by_epoch). The trial keeps its honest (low) loss for TPE.
-    """
+    publishes = False
 
-    def __init__(self, trials, epochs_budget, count_pruned=False, running_average=False):
-        super().__init__()
-        self.trials, self.epochs_budget, self.count_pruned = trials, epochs_budget, count_pruned
-        self.running_average = running_average
-        self.best, self.pruned_at_epoch = -1.0, None
+    def __init__(self, trials, epochs_budget, this_tid=None):
+        self.trials, self.epochs_budget, self.this_tid = trials, epochs_budget, this_tid
+        self.accuracy, self.pruned_at_epoch = [], None
 
-    def on_epoch_end(self, epoch, logs=None):
-        self.best = max(self.best, logs[METRIC])
-        done = epoch + 1
-        if done < prune_warmup(self.epochs_budget) or done >= self.epochs_budget:
-            return  # still warming up, or the last epoch, where stopping saves nothing
+    def report(self, epoch, accuracy):
+        """The trial's validation fine accuracy at `epoch` (1, 2, ...): True if the trial goes on."""
+        self.accuracy.append(float(accuracy))
+        if epoch >= self.epochs_budget:
+            return True  # the last epoch: stopping saves nothing
         try:
-            reached = best_by_epoch(self.trials, done, self.count_pruned, self.running_average)
-        except Exception as e:  # noqa: BLE001 -- an unreachable database must not fail the trial: train on
-            print(f"Pruning skipped at epoch {done}: cannot read the finished trials ({type(e).__name__}: {e})")
-            return
-        if len(reached) >= PRUNE_MIN_TRIALS and self.best < statistics.median(reached):
-            print(f"Pruned at epoch {done}: best validation fine accuracy {self.best:.4f} is below the median "
-                  f"{statistics.median(reached):.4f} of {len(reached)} finished trials at that epoch", flush=True)
-            self.pruned_at_epoch = done
-            self.model.stop_training = True
+            reason = self.stop_reason(epoch)
+        except Exception as e:  # noqa: BLE001 -- an unreachable database must not fail the trial
+            print(f"Pruning skipped at epoch {epoch}: cannot read the trials ({type(e).__name__}: {e})")
+            return True
+        if reason is None:
+            return True
+        print(f"Pruned at epoch {epoch}: {reason}", flush=True)
+        self.pruned_at_epoch = epoch
+        return False
+
+    def partial_result(self):
+        """What the running trial publishes: its accuracies so far, status running."""
+        return running_result(self.accuracy)
 
 
-def running_result(accuracy):
-    """The partial result a running trial publishes: its validation accuracies so far, status running."""
-    return {"status": STATUS_RUNNING, "history": {METRIC: list(accuracy)}}
+class MedianStoppingRule(Rule):
+    """Stop a trial whose best validation fine accuracy so far is below the median of what the trials
+    that ran to the end had reached by the same epoch (the median stopping rule of Google Vizier,
+    Golovin et al. 2017). Pruned trials do not count (best_by_epoch)."""
+
+    def __init__(self, trials, epochs_budget, this_tid=None, count_pruned=False,
+                 running_average=False):
+        super().__init__(trials, epochs_budget, this_tid)
+        self.count_pruned, self.running_average = count_pruned, running_average
+
+    def stop_reason(self, epoch):
+        if epoch < prune_warmup(self.epochs_budget):
+            return None
+        reached = best_by_epoch(self.trials, epoch, self.count_pruned, self.running_average)
+        best, median = max(self.accuracy), statistics.median(reached or [0])
+        if len(reached) < PRUNE_MIN_TRIALS or best >= median:
+            return None
+        return (f"best validation fine accuracy {best:.4f} is below the median {median:.4f} of "
+                f"{len(reached)} finished trials at that epoch")
 
 
 def asha_rungs(epochs_budget, min_epochs=1, eta=3):
@@ -151,40 +171,25 @@ def asha_goes_on(accuracy, others, eta):
     return sum(other > accuracy for other in others) < keep
 
 
-class AshaRule(keras.callbacks.Callback):
+class AshaRule(Rule):
     """Asynchronous successive halving (Li et al., MLSys 2020), stopping form: at each rung epoch
-    (asha_rungs), a trial goes on only if its best validation fine accuracy so far is in the top 1/eta
-    of all trials that reached the rung, read from `trials` (hyperopt's ctrl.trials: every worker's
-    trials on MongoDB, running ones by their partial result). Otherwise it stops, recorded as pruned
-    with its honest loss. `this_tid`: the trial's own id, so that its own partial result is not counted.
-    """
+    (asha_rungs), a trial goes on only if its best validation fine accuracy so far is in the top
+    1/eta of all trials that reached the rung, running ones by their partial result."""
+
+    publishes = True
 
     def __init__(self, trials, epochs_budget, this_tid=None, min_epochs=1, eta=3):
-        super().__init__()
-        self.trials, self.this_tid, self.eta = trials, this_tid, eta
-        self.rungs = asha_rungs(epochs_budget, min_epochs, eta)
-        self.accuracy, self.pruned_at_epoch = [], None
+        super().__init__(trials, epochs_budget, this_tid)
+        self.eta, self.rungs = eta, asha_rungs(epochs_budget, min_epochs, eta)
 
-    def partial_result(self):
-        """What the running trial publishes (objective.py checkpoints it each epoch)."""
-        return running_result(self.accuracy)
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.accuracy.append(float(logs[METRIC]))
-        done = epoch + 1
-        if done not in self.rungs:
-            return
-        best = max(self.accuracy)
-        try:
-            others = at_rung(self.trials, done, self.this_tid)
-        except Exception as e:  # noqa: BLE001 -- an unreachable database must not fail the trial: train on
-            print(f"Pruning skipped at epoch {done}: cannot read the trials ({type(e).__name__}: {e})")
-            return
-        if not asha_goes_on(best, others, self.eta):
-            print(f"Pruned at epoch {done}: best validation fine accuracy {best:.4f} is not in the top 1/{self.eta} "
-                  f"of the {len(others) + 1} trials at that rung", flush=True)
-            self.pruned_at_epoch = done
-            self.model.stop_training = True
+    def stop_reason(self, epoch):
+        if epoch not in self.rungs:
+            return None
+        best, others = max(self.accuracy), at_rung(self.trials, epoch, self.this_tid)
+        if asha_goes_on(best, others, self.eta):
+            return None
+        return (f"best validation fine accuracy {best:.4f} is not in the top 1/{self.eta} of the "
+                f"{len(others) + 1} trials at that rung")
 
 
 CURVE_WARMUP = 3  # the first epoch with two doublings of the curve to compare: epochs 1-2 and 2-3
@@ -228,45 +233,28 @@ def best_reached(trials, this_tid):
     return max(reached, default=None)
 
 
-class CurveRule(keras.callbacks.Callback):
+class CurveRule(Rule):
     """Stop a trial once its learning curve, projected to the budget (curve_bound), cannot reach the
-    best validation fine accuracy any other trial reached (Domhan et al. 2015 stop on an
-    extrapolation of the curve too). A slow starter whose curve is still steepening is not judged.
+    best validation fine accuracy any other trial reached, running ones by their partial result
+    (Domhan et al. 2015 stop on an extrapolation of the curve too). A slow starter whose curve is
+    still steepening is not judged."""
 
-    Judges against `trials` (hyperopt's ctrl.trials: every worker's trials on MongoDB, running ones
-    by their partial result). `this_tid`: the trial's own id, so that its own partial result is not
-    counted.
-    """
+    publishes = True
 
     def __init__(self, trials, epochs_budget, this_tid=None, slowdown=CURVE_SLOWDOWN,
                  warmup=CURVE_WARMUP):
-        super().__init__()
-        self.trials, self.epochs_budget, self.this_tid = trials, epochs_budget, this_tid
+        super().__init__(trials, epochs_budget, this_tid)
         self.slowdown, self.warmup = slowdown, warmup
-        self.accuracy, self.pruned_at_epoch = [], None
 
-    def partial_result(self):
-        """What the running trial publishes (objective.py checkpoints it each epoch)."""
-        return running_result(self.accuracy)
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.accuracy.append(float(logs[METRIC]))
-        done = epoch + 1
+    def stop_reason(self, epoch):
         bound = curve_bound(self.accuracy, self.epochs_budget, self.slowdown, self.warmup)
-        if bound is None or done >= self.epochs_budget:
-            return  # too early, still speeding up, or the last epoch, where stopping saves nothing
-        try:
-            best = best_reached(self.trials, self.this_tid)
-        except Exception as e:  # noqa: BLE001 -- an unreachable database must not fail the trial
-            print(f"Pruning skipped at epoch {done}: cannot read the trials "
-                  f"({type(e).__name__}: {e})")
-            return
-        if best is not None and bound < best:
-            print(f"Pruned at epoch {done}: its learning curve projects to at most {bound:.4f} by "
-                  f"epoch {self.epochs_budget}, below the best validation fine accuracy reached, "
-                  f"{best:.4f}", flush=True)
-            self.pruned_at_epoch = done
-            self.model.stop_training = True
+        if bound is None:
+            return None  # too early, or still speeding up
+        best = best_reached(self.trials, self.this_tid)
+        if best is None or bound >= best:
+            return None
+        return (f"its learning curve projects to at most {bound:.4f} by epoch "
+                f"{self.epochs_budget}, below the best validation fine accuracy reached, {best:.4f}")
 
 
 # --prune auto projects learning curves (curve) only where the validation accuracy is precise enough for
@@ -284,14 +272,15 @@ def chosen_rule(prune, validation_size):
     return "curve" if (validation_size or 0) >= AUTO_MIN_VALIDATION else "median"
 
 
-def stopping_rules(settings, trials, this_tid=None, validation_size=None):
-    """The callbacks of the stopping rule that settings[\"prune\"] names, judging against `trials`;
+def stopping_rule(settings, trials, this_tid=None, validation_size=None):
+    """The rule that settings.prune names (None for none), judging against `trials`;
     validation_size: the images the trial selects on (what auto chooses by)."""
-    prune = chosen_rule(settings.get("prune", "none"), validation_size)
+    prune = chosen_rule(settings.prune, validation_size)
     if prune == "median":
-        return [MedianStoppingRule(trials, settings["epochs"])]
+        return MedianStoppingRule(trials, settings.epochs, this_tid)
     if prune == "asha":
-        return [AshaRule(trials, settings["epochs"], this_tid, settings["prune_min_epochs"], settings["prune_eta"])]
+        return AshaRule(trials, settings.epochs, this_tid, settings.prune_min_epochs,
+                        settings.prune_eta)
     if prune == "curve":
-        return [CurveRule(trials, settings["epochs"], this_tid)]
-    return []
+        return CurveRule(trials, settings.epochs, this_tid)
+    return None

@@ -34,7 +34,9 @@ from hyperopt.base import JOB_STATE_DONE, JOB_STATE_ERROR  # noqa: E402
 
 import mongo_search  # noqa: E402
 import tensorboard_runs  # noqa: E402
-from utils import atomic_file, duration, load_json_file, load_trials, remove_stale_temporaries  # noqa: E402
+import record  # noqa: E402
+from utils import (UserError, atomic_file, duration, load_json_file, load_trials,  # noqa: E402
+                   remove_stale_temporaries)
 
 ACCURACY = "val fine accuracy"
 # The leaderboard's hyperparameter columns: (space key, title, format).
@@ -89,6 +91,7 @@ def row(result, trial=None, finished_at=0.0):
         "trial": result.get("trial_id") if trial is None else trial,
         "status": "ok" if ok and not pruned else "pruned" if ok else "failed",
         "val_fine": result.get("fine_best_accuracy") if ok else None,
+        "val_on_test": record.selected_on(result) == "test",
         "val_coarse": result.get("coarse_best_accuracy") if ok else None,
         "test_fine": result.get("fine_test_accuracy"),  # None in classic files: they validated on the test set
         "test_coarse": result.get("coarse_test_accuracy"),
@@ -105,9 +108,9 @@ def row(result, trial=None, finished_at=0.0):
 
 
 def read_result_files(results_dir):
-    """{model name: row} of every *.txt.json in results_dir, and the files that could not be read."""
+    """{model name: row} of every result file in results_dir, and the files that could not be read."""
     rows, unreadable = {}, []
-    for path in sorted(glob.glob(os.path.join(results_dir, "*.txt.json"))):
+    for path in sorted(glob.glob(os.path.join(glob.escape(results_dir), "*" + record.SUFFIX))):
         try:
             result = load_json_file(path)
             if not isinstance(result, dict):
@@ -118,7 +121,7 @@ def read_result_files(results_dir):
         if why := wrong_type(result):
             unreadable.append(f"{os.path.basename(path)} ({why})")
             continue
-        result.setdefault("model_name", os.path.basename(path)[:-len(".txt.json")])
+        result.setdefault("model_name", os.path.basename(path)[:-len(record.SUFFIX)])
         r = rows[result["model_name"]] = row(result, finished_at=os.path.getmtime(path))
         r["file"] = path
     return rows, unreadable
@@ -172,8 +175,13 @@ def leaderboard(rows, top):
                       fmt(r["test_fine"], "{:.4f}"), fmt(r["test_coarse"], "{:.4f}"), epochs, duration(r["time_s"]),
                       *(fmt(r["space"].get(key), spec) for key, _, spec in KEY_HYPERPARAMETERS), r["name"]])
     widths = [max(len(line[i]) for line in table) for i in range(len(titles))]
-    return ["  ".join(cell.rjust(w) if i < len(titles) - 1 else cell for i, (cell, w) in enumerate(zip(line, widths)))
-            for line in table], ranked
+    lines = ["  ".join(cell.rjust(w) if i < len(titles) - 1 else cell
+                       for i, (cell, w) in enumerate(zip(line, widths))) for line in table]
+    on_test = sum(r["val_on_test"] for r in ranked[:top or None])
+    if on_test:
+        lines.append(f"val_* of {on_test} of these models: measured on the test set, which they were "
+                     f"selected on (the classic repo's results, and --validation test)")
+    return lines, ranked
 
 
 def as_number(value):
@@ -338,7 +346,7 @@ def write_figures(rows, folder):
 
 def draw_models(best, folder):
     """model_demo.png and model_best.png, with Keras (imported here only). Returns False if one was not drawn."""
-    from neural_net import try_draw_model
+    from trial import try_draw_model
     from search_space import DEMO_SPACE
     drawn = True
     for name, space, dataset in (("model_demo.png", DEMO_SPACE, "cifar100"), ("model_best.png", best["space"],
@@ -374,6 +382,14 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    try:
+        return report(args)
+    except UserError as e:
+        sys.exit(f"error: {e}")
+
+
+def report(args):
+    """Print the leaderboard and write the pictures (and runs) the options ask for: the exit status."""
     stale = remove_stale_temporaries(args.results_dir)
     if stale:
         print(f"Removed {len(stale)} temporary files left by writes killed midway: {', '.join(stale[:5])}")
@@ -396,7 +412,7 @@ def main(argv=None):
         sys.exit(f"error: no results in {' nor '.join(sources)}: run hyperopt_optimize.py first, "
                  f"or pass --results-dir and --trials-file")
     if args.tensorboard:
-        tensorboard_runs.write_runs_or_exit(rows, args.tensorboard, trials)
+        tensorboard_runs.write_runs_and_say(rows, args.tensorboard, trials)
 
     counts = collections.Counter(r["status"] for r in rows)
     lines, ranked = leaderboard(rows, args.top)

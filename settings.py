@@ -6,25 +6,59 @@ a Makefile target or a container sets it.
 """
 import argparse
 import os
+from dataclasses import asdict, dataclass, fields, replace
 
-from data import ARCHIVES
-from device import PRECISIONS
+from data import ARCHIVES, load_split
 
-DEFAULT_SETTINGS = dict(
-    epochs=100,
-    dataset="cifar100",
-    data_dir="ml_req",
-    train_subset=None,  # None: the whole training set
-    validation="split",  # "split": 5,000 held-out training images; "test": the test set (classic)
-    results_dir="results",
-    seed=0,
-    verbose=2,  # Keras fit verbosity: one line per epoch
-    tensorboard=False,  # per-epoch scalars to TensorBoard/<model_name>/; off: a search would make hundreds of runs
-    precision="auto",  # a Keras dtype policy, or auto (device.choose_precision)
-    prune="auto",  # the stopping rule (pruning.py): curve on 2,000 validation images or more, else median
-    prune_eta=3,  # asha: 1/eta of the trials at a rung go on; rungs every eta-fold of epochs
-    prune_min_epochs=1,  # asha: the first rung, in epochs
-)
+TENSORBOARD_DIR = "TensorBoard"  # each model's epochs, with --tensorboard (make tensorboard shows them)
+PRECISIONS = ["auto", "float32", "mixed_float16", "mixed_bfloat16"]  # device.choose_precision
+
+@dataclass(frozen=True)
+class Settings:
+    """How the trials of a search run: built once from the options and the environment (from_args),
+    passed whole to every trial, stored with a MongoDB experiment (as_dict, from_dict)."""
+
+    epochs: int = 100
+    dataset: str = "cifar100"
+    data_dir: str = "ml_req"
+    train_subset: int | None = None  # None: the whole training set
+    validation: str = "split"  # "split": 5,000 held-out training images; "test": the test set (classic)
+    results_dir: str = "results"
+    seed: int = 0
+    tensorboard: bool = False  # per-epoch scalars to TensorBoard/<model_name>/
+    precision: str = "auto"  # a Keras dtype policy, or auto (device.choose_precision)
+    prune: str = "auto"  # the stopping rule (pruning.py): curve on 2,000 validation images or more
+    prune_eta: int = 3  # asha: 1/eta of the trials at a rung go on; rungs every eta-fold of epochs
+    prune_min_epochs: int = 1  # asha: the first rung, in epochs
+    stale_after: float | None = None  # MongoDB: a trial silent this long lost its worker
+
+    @classmethod
+    def from_args(cls, args):
+        """The settings that parsed options ask for; the defaults where a command has no option."""
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+
+    @classmethod
+    def from_dict(cls, stored):
+        """The settings stored with an experiment (keys of other versions are left out)."""
+        return cls(**{f.name: stored[f.name] for f in fields(cls) if f.name in stored})
+
+    def as_dict(self):
+        return asdict(self)
+
+    def replace(self, **changes):
+        return replace(self, **changes)
+
+    def load_split(self):
+        """The trial's data (data.load_split: cached, one load per process)."""
+        return load_split(self.dataset, self.data_dir, self.validation, self.train_subset)
+
+    def recorded(self):
+        """The settings each result records: what its accuracies mean."""
+        return {"dataset": self.dataset, "validation": self.validation,
+                "train_subset": self.train_subset, "seed": self.seed, "epochs_budget": self.epochs}
+
+
+DEFAULTS = Settings()
 PRUNE_RULES = ["auto", "asha", "curve", "median", "none"]
 
 
@@ -74,25 +108,25 @@ int_from_two.__name__ = "integer from 2"
 def add_training_options(p):
     """The options of one training run, shared by the search and by train.py."""
     env = os.environ.get
-    p.add_argument("--epochs", type=positive_int, default=env("HKS_EPOCHS", DEFAULT_SETTINGS["epochs"]),
+    p.add_argument("--epochs", type=positive_int, default=env("HKS_EPOCHS", DEFAULTS.epochs),
                    help="epochs per trial (env HKS_EPOCHS; default %(default)s)")
-    p.add_argument("--dataset", choices=sorted(ARCHIVES), default=DEFAULT_SETTINGS["dataset"],
+    p.add_argument("--dataset", choices=sorted(ARCHIVES), default=DEFAULTS.dataset,
                    help="cifar100 (fine + coarse heads) or cifar10 (fine head only; default %(default)s)")
-    p.add_argument("--data-dir", default=env("HKS_DATA_DIR", DEFAULT_SETTINGS["data_dir"]),
+    p.add_argument("--data-dir", default=env("HKS_DATA_DIR", DEFAULTS.data_dir),
                    help="folder holding the dataset archive (env HKS_DATA_DIR; default %(default)s)")
     p.add_argument("--train-subset", type=positive_int, default=env("HKS_TRAIN_SUBSET"),
                    help="train on this many training images only, for quick runs (env HKS_TRAIN_SUBSET)")
-    p.add_argument("--validation", choices=["split", "test"], default=DEFAULT_SETTINGS["validation"],
+    p.add_argument("--validation", choices=["split", "test"], default=DEFAULTS.validation,
                    help="select models on 5,000 held-out training images (split, default) or on the "
                         "test set as the classic repo did (test)")
-    p.add_argument("--results-dir", default=DEFAULT_SETTINGS["results_dir"],
+    p.add_argument("--results-dir", default=DEFAULTS.results_dir,
                    help="folder for the per-model JSON files (default %(default)s)")
-    p.add_argument("--seed", type=seed, default=DEFAULT_SETTINGS["seed"],
+    p.add_argument("--seed", type=seed, default=DEFAULTS.seed,
                    help="seed of TPE and of weight initialization (default %(default)s)")
-    p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=DEFAULT_SETTINGS["tensorboard"],
+    p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=DEFAULTS.tensorboard,
                    help="log each model's epochs to TensorBoard/<model name>/ (make tensorboard shows them; "
                         "default: %(default)s)")
-    p.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_SETTINGS["precision"],
+    p.add_argument("--precision", choices=PRECISIONS, default=DEFAULTS.precision,
                    help="float32, or mixed precision (float32 weights, float16 or bfloat16 math); auto: mixed "
                         "on GPUs and TPUs that compute it natively, float32 on CPUs (default %(default)s)")
 
@@ -109,7 +143,7 @@ prune_rule.__name__ = "stopping rule (" + ", ".join(PRUNE_RULES) + ")"
 def add_pruning_options(p):
     """The stopping rule of the search (only the search prunes: train.py trains its one model to the end)."""
     env = os.environ.get
-    p.add_argument("--prune", type=prune_rule, choices=PRUNE_RULES, default=env("HKS_PRUNE", DEFAULT_SETTINGS["prune"]),
+    p.add_argument("--prune", type=prune_rule, choices=PRUNE_RULES, default=env("HKS_PRUNE", DEFAULTS.prune),
                    help="auto: curve where trials select on 2,000 validation images or more (the "
                         "default split has 5,000), median on fewer, where epoch-to-epoch noise would pass for "
                         "a bending curve; asha: asynchronous successive halving: at rungs of "
@@ -120,14 +154,9 @@ def add_pruning_options(p):
                         "trial after its warm-up once its best validation accuracy is below the median of the "
                         "trials run to the end, at the same epoch; none: train every trial for --epochs "
                         "(env HKS_PRUNE; default %(default)s)")
-    p.add_argument("--prune-eta", type=int_from_two, default=env("HKS_PRUNE_ETA", DEFAULT_SETTINGS["prune_eta"]),
+    p.add_argument("--prune-eta", type=int_from_two, default=env("HKS_PRUNE_ETA", DEFAULTS.prune_eta),
                    help="asha: the top 1/eta of the trials at a rung go on, and rungs are eta times apart "
                         "(env HKS_PRUNE_ETA; default %(default)s)")
     p.add_argument("--prune-min-epochs", type=positive_int,
-                   default=env("HKS_PRUNE_MIN_EPOCHS", DEFAULT_SETTINGS["prune_min_epochs"]),
+                   default=env("HKS_PRUNE_MIN_EPOCHS", DEFAULTS.prune_min_epochs),
                    help="asha: epochs of the first rung (env HKS_PRUNE_MIN_EPOCHS; default %(default)s)")
-
-
-def settings_from(args):
-    """The trial settings that parsed options ask for; DEFAULT_SETTINGS for those the command has no option for."""
-    return {**DEFAULT_SETTINGS, **{k: getattr(args, k) for k in DEFAULT_SETTINGS if hasattr(args, k)}}

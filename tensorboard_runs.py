@@ -18,12 +18,11 @@ import itertools
 import json
 import os
 import struct
-import sys
 import tempfile
 import time
 
 from search_space import SPACE, Choice, Range
-from utils import TEMPORARY_PREFIX, remove_stale_temporaries, warn
+from utils import TEMPORARY_PREFIX, UserError, remove_stale_temporaries, warn
 
 DEFAULT_DIR = os.path.join("TensorBoard", "trials")
 EXPERIMENT_FILE = "events.out.tfevents.hks-experiment"
@@ -298,16 +297,16 @@ def write_runs(rows, folder=DEFAULT_DIR, results=None):
     return written, kept
 
 
-def write_runs_or_exit(rows, folder=DEFAULT_DIR, trials=None):
-    """report.py --tensorboard: write the runs and say so in one line; exit with one line if it cannot."""
+def write_runs_and_say(rows, folder=DEFAULT_DIR, trials=None):
+    """report.py --tensorboard: write the runs and say so in one line; UserError if it cannot."""
     start = time.time()
     try:
         written, kept = write_runs(rows, folder, trial_results(trials))
     except ImportError as e:
-        sys.exit(f"error: {e}")
+        raise UserError(str(e)) from None
     except OSError as e:
-        sys.exit(f"error: cannot write the TensorBoard runs in {folder}/ ({e}): free space or pass "
-                 f"--tensorboard another folder")
+        raise UserError(f"cannot write the TensorBoard runs in {folder}/ ({e}): free space or pass "
+                        f"--tensorboard another folder") from None
     print(f"TensorBoard: wrote {written} runs to {folder}/ in {time.time() - start:.1f} s ({kept} there already); "
           f"see them: make tensorboard, or tensorboard --logdir {folder} --host 127.0.0.1")
 
@@ -315,7 +314,7 @@ def write_runs_or_exit(rows, folder=DEFAULT_DIR, trials=None):
 def add_trial(result, settings, folder=DEFAULT_DIR):
     """The search, after saving a trial: with --tensorboard, add its run. A failure is one warning; the search
     goes on (report.py --tensorboard writes the run later)."""
-    if not settings.get("tensorboard"):
+    if not settings.tensorboard:
         return
     import report  # here: the search imports report.py's reading only when it writes runs
     row = report.row(result, finished_at=time.time())

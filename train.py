@@ -15,11 +15,11 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # before Keras loads TensorFlow: no start-up INFO lines
 
-from data import load_split_or_exit  # noqa: E402
-from neural_net import TENSORBOARD_DIR, build_and_train  # noqa: E402
+from data import DataError  # noqa: E402
+from record import SUFFIX, describe, load_best_result, save_result  # noqa: E402
 from search_space import NAMED_SPACES, HyperspaceError, check_hyperspace  # noqa: E402
-from settings import add_training_options, settings_from  # noqa: E402
-from utils import check_writable_or_exit, describe, load_best_result, load_json_file, print_json, warn  # noqa: E402
+from settings import TENSORBOARD_DIR, Settings, add_training_options  # noqa: E402
+from utils import UserError, check_writable, load_json_file, print_json, warn  # noqa: E402
 
 
 def resolve_space(name, results_dir):
@@ -52,11 +52,11 @@ def resolve_space(name, results_dir):
 def saved_files(failed_path):
     """Which files of the run a failed write left in place (the model, its weights, its result file)."""
     name = os.path.basename(failed_path or "")
-    for suffix in (".txt.json", ".keras", ".weights.h5"):
+    suffixes = (".keras", ".weights.h5", SUFFIX)
+    for suffix in suffixes:
         name = name.removesuffix(suffix)
     folder = os.path.dirname(failed_path or "")
-    there = [f for f in (name + s for s in (".keras", ".weights.h5", ".txt.json"))
-             if name and os.path.exists(os.path.join(folder, f))]
+    there = [f for f in (name + s for s in suffixes) if name and os.path.exists(os.path.join(folder, f))]
     kept = f"{', '.join(there)} {'is' if len(there) == 1 else 'are'} in {folder}/, " if there else "none was saved, "
     return kept + "the rest is not; free space and run train.py again."
 
@@ -69,16 +69,29 @@ def main(argv=None):
     add_training_options(p)
     p.set_defaults(tensorboard=True)  # one long run: worth watching
     args = p.parse_args(argv)
-    settings = settings_from(args)
-    hype_space = resolve_space(args.space, args.results_dir)
-    check_writable_or_exit(args.results_dir, "train.py writes the model and its result file there: free space or "
-                                             "fix the folder, or pass --results-dir another folder")
-    if args.tensorboard:
-        check_writable_or_exit(TENSORBOARD_DIR, "train.py logs the training there: move what is in the way, or "
-                                                "pass --no-tensorboard")
-    load_split_or_exit(settings)
+    settings = Settings.from_args(args)
+    hype_space = resolve_space(args.space, settings.results_dir)
     try:
-        result = build_and_train(hype_space, settings, save_model=True)
+        return train_and_save(hype_space, settings)
+    except (UserError, DataError) as e:
+        sys.exit(f"error: {e}")
+
+
+def train_and_save(hype_space, settings):
+    """Train hype_space to the end, save the model and its result file; the exit status."""
+    from trial import run_trial, save_model_files  # Keras loads here
+
+    check_writable(settings.results_dir, "train.py writes the model and its result file there: free "
+                                         "space or fix the folder, or pass --results-dir another folder")
+    if settings.tensorboard:
+        check_writable(TENSORBOARD_DIR, "train.py logs the training there: move what is in the way, or "
+                                        "pass --no-tensorboard")
+    settings.load_split()
+    result, model = run_trial(hype_space, settings)
+    try:
+        if model is not None:
+            result.update(save_model_files(model, result["model_name"], settings.results_dir))
+        save_result(result, settings.results_dir)
     except OSError as e:  # a write failed after training (a full disk): say what is saved, in one line
         sys.exit(f"error: {e}. The trained model's files are not all saved: {saved_files(e.filename)}")
     summary = {k: v for k, v in result.items() if k not in ("history", "traceback")}

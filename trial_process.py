@@ -10,19 +10,21 @@ The processes are forked from a server that has imported TensorFlow, Keras and t
 TensorFlow yet. It loads the dataset, trains, and sends its result back through a pipe; the driver
 saves it as before. Ctrl-C reaches the driver only (utils.ctrl_c_stops): it ends the trial's process.
 The picture of a new best model (model_best.png) is drawn in such a process too: Keras builds it.
-A running trial's partial result (pruning.AshaRule) stays in its process: locally one trial runs at
+A running trial's partial result (pruning.py) stays in its process: locally one trial runs at
 a time, so no other trial judges against it.
 """
 import multiprocessing
 import os
 import signal
+import uuid
 
 from hyperopt.base import Ctrl
 
+import record
 from utils import INTERRUPTED
 
 _context = multiprocessing.get_context("forkserver")
-_context.set_forkserver_preload(["neural_net", "objective"])  # TensorFlow and Keras load once, in the server
+_context.set_forkserver_preload(["trial", "objective"])  # TensorFlow and Keras load once, in the server
 
 
 def _importable_in_server():
@@ -75,18 +77,16 @@ class ProcessDied(RuntimeError):
 
 
 def train(hype_space, settings, trials, trial):
-    """In the trial's process: one build_and_train, with the stopping rules that read the other trials."""
-    from neural_net import build_and_train
-    from objective import trial_callbacks
+    """In the trial's process: the trial, with the stopping rule that reads the other trials."""
+    from objective import run
 
-    ctrl = Ctrl(trials, current_trial=trial)
-    return build_and_train(hype_space, settings, callbacks=trial_callbacks(settings, ctrl), trial_id=trial["tid"],
-                           save_result=False)
+    return run(hype_space, settings, Ctrl(trials, current_trial=trial))
 
 
 def train_in_process(hype_space, settings, trials, trial):
-    """Train one trial in a new process; its result, or a failed result (ProcessDied) if the process died."""
+    """Train one trial in a new process; its result, or a failed result if the process died."""
     try:
         return call_in_process(train, hype_space, settings, trials, trial)
     except ProcessDied as e:
-        return {"status": "fail", "error": f"ProcessDied: {e}", "space": hype_space}
+        return record.failed_result(hype_space, f"ProcessDied: {e}", uuid.uuid4().hex[:8],
+                                    **settings.recorded(), trial_id=trial["tid"])

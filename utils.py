@@ -1,5 +1,5 @@
-"""Result files: one JSON per trained model in results/ (names sort by accuracy), the pickled trials,
-and the small helpers every script shares (atomic writes, durations, warnings, one line per result)."""
+"""The small helpers every script shares: atomic writes, the pickled trials and their lock, Ctrl-C,
+durations, warnings, and the error a user must fix (UserError)."""
 import contextlib
 import glob
 import json
@@ -14,13 +14,17 @@ import threading
 import time
 
 import filelock
-from hyperopt import STATUS_OK, Trials
+from hyperopt import Trials
 
-RESULTS_DIR = "results"
 # The temporaries of atomic_file: .tmp_hks_<8 random characters of mkstemp>_<name of the file written>.
 # Only names of this form are ever removed as left by killed writes: a user's .tmp_notes stays.
 TEMPORARY_PREFIX = ".tmp_hks_"
 TEMPORARY_NAME = re.compile(re.escape(TEMPORARY_PREFIX) + r"[a-z0-9_]{8}_.+")
+
+
+class UserError(Exception):
+    """What the user must fix before the run can go on (a folder, a file, an option); the message
+    says what to do. The scripts print it as one line and exit 1."""
 
 
 def print_json(result):
@@ -109,9 +113,10 @@ def trials_lock(trials_file):
     return filelock.FileLock(trials_file + ".lock")
 
 
-def check_writable_or_exit(folder, what):
+def check_writable(folder, what):
     """Create `folder` if needed and write a small file in it, before any training: a read-only or full
-    disk, a missing permission, or a path under a file is one line and exit 1, not a lost trial.
+    disk, a missing permission, or a path under a file is a UserError (ending with `what`), not a
+    lost trial.
 
     A real write, not os.access: root passes os.access on a read-only mount, and no check of rights sees
     a full disk. The probe is an unnamed file (O_TMPFILE where Linux has it), and the folders the check
@@ -126,7 +131,7 @@ def check_writable_or_exit(folder, what):
     except OSError as e:
         blocker = next((p for p in _ancestors(folder) if os.path.exists(p) and not os.path.isdir(p)), None)
         reason = f"{blocker} is a file, not a folder" if blocker else f"{type(e).__name__}: {e.strerror or e}"
-        raise SystemExit(f"error: cannot write in {folder or '.'}/ ({reason}): {what}") from None
+        raise UserError(f"cannot write in {folder or '.'}/ ({reason}): {what}") from None
     finally:
         for path in reversed(made):
             with contextlib.suppress(OSError):
@@ -156,20 +161,6 @@ def duration(seconds):
     return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
-def _accuracy(value):
-    return f"{value:.4f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "not recorded"
-
-
-def describe(result):
-    """One line for a result, of this repo or of the classic one (no test accuracy, no epochs)."""
-    if result.get("status") != STATUS_OK:
-        return f"failed: {result.get('error', 'no reason recorded')}"
-    pruned = f" (pruned at epoch {result.get('pruned_at_epoch')})" if result.get("pruned") else ""
-    name, val, test = (result.get("model_name", "unnamed model"), _accuracy(result.get("fine_best_accuracy")),
-                       _accuracy(result.get("fine_test_accuracy")))
-    return f"{name}: val fine accuracy {val}, test fine accuracy: {test}{pruned}"
-
-
 def non_finite(value, where=""):
     """The path (history.loss[3]) of the first NaN or infinite number in a result's dicts and lists, or None."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -180,13 +171,6 @@ def non_finite(value, where=""):
         if found:
             return found
     return None
-
-
-def best_result(trials):
-    """The finished result with the lowest loss (the best validation fine accuracy), or None."""
-    ok = [t["result"] for t in trials.trials if t["result"].get("status") == STATUS_OK
-          and isinstance(t["result"].get("loss"), (int, float))]
-    return min(ok, key=lambda r: r["loss"]) if ok else None
 
 
 def remove_stale_temporaries(folder, older_than_s=1800):
@@ -207,13 +191,6 @@ def remove_stale_temporaries(folder, older_than_s=1800):
         except OSError:  # removed by another cleaner meanwhile, or a folder we may not write to: leave it
             continue
     return removed
-
-
-def save_json_result(model_name, result, results_dir=RESULTS_DIR):
-    """Write results/<model_name>.txt.json (model_<val accuracy>_<id> for finished trials)."""
-    path = os.path.join(results_dir, model_name + ".txt.json")
-    atomic_write(path, lambda f: json.dump(result, f, indent=4, sort_keys=True, default=str))
-    return path
 
 
 MAX_JSON_BYTES = 16 * 2**20  # a result file of 1,000 epochs is under 1 MB; a hyperspace, under 1 kB
@@ -237,43 +214,9 @@ def load_json_file(path, max_bytes=MAX_JSON_BYTES):
         raise ValueError("nested too deeply") from None
 
 
-def load_json_result(best_result_name, results_dir=RESULTS_DIR):
-    return load_json_file(os.path.join(results_dir, best_result_name))
-
-
-def load_best_result(results_dir=RESULTS_DIR):
-    """The result with the highest validation fine accuracy in results_dir, or None if there is none.
-
-    A file without an accuracy in its name, unreadable, or without a hyperspace (a copy cut short, a
-    hand-edited file) is skipped with one line on stderr: the next best is used, not a crash.
-    """
-    ranked = []
-    for path in glob.glob(os.path.join(glob.escape(results_dir), "model_*.txt.json")):
-        name = os.path.basename(path)
-        try:  # By the accuracy in the name, not the name: classic files wrote it with varying digits.
-            accuracy = float(name.split("_")[1])
-        except ValueError:
-            accuracy = math.nan
-        if not math.isfinite(accuracy):
-            print(f"warning: skipped {path}: no accuracy in its name (model_<accuracy>_<id>.txt.json)",
-                  file=sys.stderr)
-            continue
-        ranked.append((accuracy, name))
-    for _, name in sorted(ranked, reverse=True):
-        try:
-            result = load_json_result(name, results_dir)
-            if not isinstance(result, dict) or not isinstance(result.get("space"), dict):
-                raise ValueError('no "space" object in it')
-        except (OSError, ValueError) as e:
-            print(f"warning: skipped {os.path.join(results_dir, name)}: not a result with a hyperspace "
-                  f"({type(e).__name__}: {e}); using the next best".replace("\n", " "), file=sys.stderr)
-            continue
-        return result
-    return None
-
-
 def load_trials(path, advice):
-    """The hyperopt Trials pickled at path (new ones where there is no file); one line and exit if unreadable."""
+    """The hyperopt Trials pickled at path (new ones where there is no file); UserError, ending
+    with advice, if unreadable."""
     if not os.path.exists(path):
         return Trials()
     try:
@@ -282,7 +225,7 @@ def load_trials(path, advice):
         if not isinstance(trials, Trials):
             raise TypeError(f"it holds a {type(trials).__name__}, not hyperopt Trials")
     except Exception as e:  # noqa: BLE001 -- any unreadable pickle gets the same advice
-        sys.exit(f"error: {path} is not a readable trials file ({type(e).__name__}: {e}); {advice}")
+        raise UserError(f"{path} is not a readable trials file ({type(e).__name__}: {e}); {advice}") from None
     trials.refresh()
     return trials
 

@@ -119,20 +119,21 @@ def compare_speed(args):
     from hyperopt import Trials
 
     import trial_process
-    from neural_net import build_and_train
     from search_space import CLASSIC_BEST_SPACE
+    from settings import Settings
+    from trial import run_trial
 
     folder = tempfile.mkdtemp(prefix="hks_speed_")
     write_cifar100_archive(os.path.join(folder, "ml_req"), train_per_class=args.per_class)
     os.chdir(folder)
-    settings = dict(epochs=args.epochs, validation="test", verbose=0, prune="none")
+    settings = Settings(epochs=args.epochs, validation="test", prune="none")
     trial = {"tid": 0}
     times = {"driver": [], "own process": []}
     for round_ in range(args.speed + 1):  # round 0 warms both up (the forkserver loads TensorFlow): not counted
         for way in times:
             start = time.time()
             if way == "driver":
-                result = build_and_train(CLASSIC_BEST_SPACE, settings, trial_id=0, save_result=False)
+                result, _ = run_trial(CLASSIC_BEST_SPACE, settings, trial_id=0)
             else:
                 result = trial_process.train_in_process(CLASSIC_BEST_SPACE, settings, Trials(), trial)
             took = time.time() - start

@@ -9,7 +9,7 @@ that of the trials file's tids (results matched by model name), else that of the
 trial ids, else of their file names (the output says which). Each trial is fed to a rule epoch by
 epoch and judged against the trials before it, as in a search run one trial at a time; a trial
 stopped early has its best accuracy up to there. The rules: none; ours at their defaults (and a
-few other settings), replayed by their own Keras callbacks (pruning.py) on a hyperopt Trials
+few other settings), fed each epoch as real trials feed them (pruning.py) on a hyperopt Trials
 object; and Optuna's pruners at the same settings (same first rung and eta, same warm-up),
 through ask/report/should_prune/tell. Optuna's Hyperband puts a trial in a bracket by a hash of
 the study's name: the search's order is replayed under 20 study names (their mean is shown), and
@@ -35,11 +35,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # pruning.py loads Keras: no
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from pruning import (METRIC, PRUNE_MIN_TRIALS, CurveRule, MedianStoppingRule,  # noqa: E402
-                     chosen_rule, prune_warmup, stopping_rules)
-from settings import DEFAULT_SETTINGS  # noqa: E402
+from pruning import (PRUNE_MIN_TRIALS, CurveRule, MedianStoppingRule,  # noqa: E402
+                     chosen_rule, prune_warmup, stopping_rule)
+from record import CLASSIC_METRIC, METRIC  # noqa: E402
+from settings import DEFAULTS  # noqa: E402
 
-KERAS2_METRIC = "val_fine_outputs_acc"  # the classic repo's results (Keras 2 names)
 CLASSIC_VALIDATION = 10000  # the classic repo selected its models on the CIFAR-100 test set
 HYPERBAND_NAMES = 20
 
@@ -53,7 +53,7 @@ class ReplayError(Exception):
 def curve_of(result):
     """The per-epoch validation fine accuracies of a result (either key style); None if none."""
     history = result.get("history") or {}
-    curve = history.get(METRIC) or history.get(KERAS2_METRIC)
+    curve = history.get(METRIC) or history.get(CLASSIC_METRIC)
     return [float(a) for a in curve] if curve else None
 
 
@@ -61,7 +61,7 @@ def validation_size(results):
     """The images the search selected its models on, as its results recorded it (the fewest, if they
     differ); the classic repo's results (Keras 2 history names) selected on the 10,000 test images."""
     sizes = [r.get("validation_size") if isinstance(r.get("validation_size"), int) else
-             CLASSIC_VALIDATION if KERAS2_METRIC in (r.get("history") or {}) else None for r in results]
+             CLASSIC_VALIDATION if CLASSIC_METRIC in (r.get("history") or {}) else None for r in results]
     return None if None in sizes else min(sizes)
 
 
@@ -82,7 +82,7 @@ def load_search(results_dir, trials_file=None):
             found[os.path.basename(path)] = (result, curve)
     if not found:
         raise ReplayError(f"no result file with a per-epoch validation history ({METRIC} or "
-                          f"{KERAS2_METRIC}) in {results_dir}")
+                          f"{CLASSIC_METRIC}) in {results_dir}")
     names = sorted(found)
     if trials_file:
         try:
@@ -109,14 +109,9 @@ def load_search(results_dir, trials_file=None):
 
 # --- Replaying one order -------------------------------------------------------------------------
 
-class _Model:
-    """What a stopping rule touches of the Keras model: stop_training."""
-    stop_training = False
-
-
-def replay_ours(curves, make_rules, budget=None):
+def replay_ours(curves, make_rule, budget=None):
     """Epochs each trial runs (None for a trial without a curve) under our rules,
-    make_rules(trials, tid) -> callbacks, judging against the trials before it, recorded as the
+    make_rule(trials, tid) -> a rule (pruning.py) or None, judging against the trials before it, recorded as the
     search records them."""
     from hyperopt import JOB_STATE_DONE, JOB_STATE_RUNNING, STATUS_OK, Trials
 
@@ -131,15 +126,12 @@ def replay_ours(curves, make_rules, budget=None):
         doc["state"] = JOB_STATE_RUNNING
         trials.insert_trial_docs([doc])
         trials.refresh()
-        rules, model = make_rules(trials, tid), _Model()
+        rule = make_rule(trials, tid)
         epochs = 0
-        for epoch, accuracy in enumerate(curve):
-            epochs = epoch + 1
-            for rule in rules:
-                rule.set_model(model)
-                with contextlib.redirect_stdout(io.StringIO()):  # their "Pruned at epoch" lines
-                    rule.on_epoch_end(epoch, {METRIC: accuracy})
-            if model.stop_training:
+        for epochs, accuracy in enumerate(curve, 1):
+            with contextlib.redirect_stdout(io.StringIO()):  # its "Pruned at epoch" lines
+                goes_on = rule is None or rule.report(epochs, accuracy)
+            if not goes_on:
                 break
         doc = next(t for t in trials._dynamic_trials if t["tid"] == tid)
         doc["result"] = {"status": STATUS_OK, "loss": -max(curve[:epochs]),
@@ -180,10 +172,10 @@ def replay_optuna(make_pruner, curves, study_name="replay"):
 # --- The rules ----------------------------------------------------------------------------------
 
 def our_rule(prune, budget, **settings):
-    """make_rules of pruning.stopping_rules at the search's default settings (changed by
+    """make_rule of pruning.stopping_rule at the search's default settings (changed by
     `settings`)."""
-    settings = dict(DEFAULT_SETTINGS, prune=prune, epochs=budget, **settings)
-    return lambda trials, tid: stopping_rules(settings, trials, tid)
+    settings = DEFAULTS.replace(prune=prune, epochs=budget, **settings)
+    return lambda trials, tid: stopping_rule(settings, trials, tid)
 
 
 def rules_for(budget, validation=None):
@@ -194,19 +186,19 @@ def rules_for(budget, validation=None):
     import optuna
 
     pruners = optuna.pruners
-    eta, first = DEFAULT_SETTINGS["prune_eta"], DEFAULT_SETTINGS["prune_min_epochs"]
+    eta, first = DEFAULTS.prune_eta, DEFAULTS.prune_min_epochs
     warmup, tenth = prune_warmup(budget), max(1, budget // 10)
-    default = chosen_rule(DEFAULT_SETTINGS["prune"], validation)
+    default = chosen_rule(DEFAULTS.prune, validation)
 
-    def ours(make_rules):
-        return lambda curves, k: replay_ours(curves, make_rules)
+    def ours(make_rule):
+        return lambda curves, k: replay_ours(curves, make_rule)
 
     def theirs(make_pruner, by_name=False):
         return lambda curves, k: replay_optuna(
             make_pruner, curves, f"replay-{k % HYPERBAND_NAMES}" if by_name else "replay")
 
     def curve(**changes):
-        return ours(lambda trials, tid: [CurveRule(trials, budget, tid, **changes)])
+        return ours(lambda trials, tid: CurveRule(trials, budget, tid, **changes))
 
     rules = {"none": (lambda curves, k: [None if c is None else len(c) for c in curves],
                       default == "none")}
@@ -214,7 +206,7 @@ def rules_for(budget, validation=None):
         rules[prune] = (ours(our_rule(prune, budget)), default == prune)
     rules.update({
         "median, running averages (Vizier)": (ours(
-            lambda trials, tid: [MedianStoppingRule(trials, budget, running_average=True)]), False),
+            lambda trials, tid: MedianStoppingRule(trials, budget, running_average=True)), False),
         f"asha, first rung {tenth}": (ours(our_rule("asha", budget, prune_min_epochs=tenth)),
                                       False),
         "curve, no slowdown": (curve(slowdown=1.0), False),
@@ -264,11 +256,11 @@ def replay_all(curves, orders=200, seed=0, rules=None, validation=None):
 
 def table(figures, orders, order, validation=None):
     """The printed table."""
-    chosen = chosen_rule(DEFAULT_SETTINGS["prune"], validation)
+    chosen = chosen_rule(DEFAULTS.prune, validation)
     selected = f"{validation:,} validation images" if validation else "validation images not recorded"
     lines = [f"{figures['trials']} trials, {figures['epochs']} epochs, best validation accuracy "
              f"{figures['best']:.4f}; search order: {order}; {orders} random orders; {selected}: "
-             f"--prune {DEFAULT_SETTINGS['prune']} is {chosen} here.",
+             f"--prune {DEFAULTS.prune} is {chosen} here.",
              "saved: share of the epochs not trained; regret: best of all trials minus best found; "
              "best kept: share of the random orders that keep the best model."]
     width = max(len(r["rule"]) for r in figures["rules"]) + 2

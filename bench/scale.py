@@ -16,7 +16,7 @@ Every command the driver and the workers send is counted in the client (pymongo'
 monitoring, sizes as BSON), so the figures hold for any server. Printed and in --json: bytes and
 operations per trial while the first 100 trials finished against the last 100 (driver and workers,
 read and written), the driver's seconds per suggestion, the workers' idle share, trials finished,
-lost (not finished with a result) and run twice (more than one result kept). --prefill N starts the
+lost (not finished with a result) and run twice (more than one result file). --prefill N starts the
 experiment with N finished trials (random points of the space, replayed curves), as a resumed
 experiment: the costs at 10,000 trials without running 10,000. --mongo URL uses that MongoDB instead
 of the test stand-in (tests/mongo_standin.py) that the bench starts and stops.
@@ -98,50 +98,43 @@ class CommandCounter:
 
 # --- In the workers: the training replaced by a replayed learning curve ------------------------
 
-def replayed_training(work_dir, worker_id, epoch_seconds, rng):
-    """A stand-in for neural_net.build_and_train: the trial's callbacks see one epoch of a recorded
-    curve every epoch_seconds; the result has the form of a real one (every history series)."""
-    from utils import save_json_result
+def replayed_trial(work_dir, worker_id, epoch_seconds, rng):
+    """A stand-in for trial.run_trial: the trial's stopping rule and hooks (the heartbeat) see one
+    epoch of a recorded curve every epoch_seconds; the result has the form of a real one (every
+    history series). Keras is never imported."""
+    import record
 
     with open(os.path.join(work_dir, "curves.json")) as f:
         histories = json.load(f)
     runs = open(os.path.join(work_dir, "runs", f"worker{worker_id}.jsonl"), "a", buffering=1)
 
-    def build_and_train(hype_space, settings, callbacks=(), trial_id=None, before_saving=None,
-                        save_result=True, **_):
-        start, epochs = time.time(), settings["epochs"]
-        full = rng.choice(histories)
-        model = types.SimpleNamespace(stop_training=False)
-        for callback in callbacks:
-            callback.set_model(model)
-            callback.on_train_begin()
+    def run_trial(hype_space, settings, rule=None, hooks=(), trial_id=None, callbacks=()):
+        start, epochs, full = time.time(), settings.epochs, rng.choice(histories)
+        for hook in hooks:  # as training begins
+            hook()
         ran = 0
-        for epoch in range(epochs):
+        for epoch in range(1, epochs + 1):
             time.sleep(epoch_seconds)
-            ran = epoch + 1
-            for callback in callbacks:
-                callback.on_epoch_end(epoch, {METRIC: full[METRIC][epoch]})
-            if model.stop_training:
+            ran = epoch
+            goes_on = rule is None or rule.report(epoch, full[METRIC][epoch - 1])
+            for hook in hooks:
+                hook()
+            if not goes_on:
                 break
         history = {key: values[:ran] for key, values in full.items()}
         best = max(history[METRIC])
-        pruned_at = next((c.pruned_at_epoch for c in callbacks if getattr(c, "pruned_at_epoch", None)),
-                         None)
+        pruned_at = rule.pruned_at_epoch if rule is not None else None
         result = {"status": "ok", "loss": -best, "fine_best_accuracy": best, "history": history,
-                  "model_name": f"model_{best:.4f}_{uuid.uuid4().hex[:8]}", "trial_id": trial_id,
-                  "space": hype_space, "epochs_budget": epochs, "epochs_run": ran,
-                  "best_epoch": history[METRIC].index(best) + 1, "pruned": pruned_at is not None,
-                  "pruned_at_epoch": pruned_at, "train_time_s": round(time.time() - start, 1),
-                  **{k: settings.get(k) for k in ("dataset", "validation", "train_subset", "seed")}}
-        if before_saving is not None:
-            before_saving(result)  # the heartbeat's keep: the result in MongoDB before its file
-        if save_result:
-            save_json_result(result["model_name"], result, settings["results_dir"])
+                  "model_name": record.model_name(best, uuid.uuid4().hex[:8]), "space": hype_space,
+                  "epochs_run": ran, "best_epoch": history[METRIC].index(best) + 1,
+                  "pruned": pruned_at is not None, "pruned_at_epoch": pruned_at,
+                  "train_time_s": round(time.time() - start, 1), **settings.recorded(),
+                  "trial_id": trial_id}
         runs.write(json.dumps({"tid": trial_id, "start": start, "end": time.time(), "epochs": ran,
                                "pid": os.getpid()}) + "\n")
-        return result
+        return result, None
 
-    return build_and_train
+    return run_trial
 
 
 def worker_process(work_dir, worker_id, epoch_seconds, argv, trial_process=False):
@@ -149,10 +142,10 @@ def worker_process(work_dir, worker_id, epoch_seconds, argv, trial_process=False
     its training replayed, its commands counted; its per-trial processes started as this one."""
     CommandCounter(os.path.join(work_dir, "counts"), "worker")
     import hyperopt_worker
-    import objective
 
-    objective.build_and_train = replayed_training(work_dir, worker_id, epoch_seconds,
-                                                  random.Random(f"{worker_id}-{os.getpid()}"))
+    # objective.run imports trial.run_trial as a trial starts: this process's trial module replays
+    sys.modules["trial"] = types.SimpleNamespace(run_trial=replayed_trial(
+        work_dir, worker_id, epoch_seconds, random.Random(f"{worker_id}-{os.getpid()}")))
 
     class TrialProcess(hyperopt_worker.TrialProcess):
         def __init__(self, args, *rest, **kwargs):
@@ -394,7 +387,7 @@ def measure(work, url, args, total, wall, kills):
     ok = [d for d in docs if d["state"] == 2 and d["result"].get("status") == "ok" and d["tid"] in live]
     runs = [json.loads(line) for path in glob.glob(os.path.join(work, "runs", "*.jsonl"))
             for line in open(path)]
-    kept = collections.Counter(r["tid"] for r in runs)
+    kept = collections.Counter(r["tid"] for r in runs)  # runs trained to their end
     files = collections.Counter(json.load(open(p)).get("trial_id")
                                 for p in glob.glob(os.path.join(work, "results", "*.txt.json")))
     ends = sorted(r["end"] for r in runs)
@@ -409,15 +402,15 @@ def measure(work, url, args, total, wall, kills):
             row[3] += received
             row[4] += (out + received) if counted["role"] == "driver" else 0
 
+    n = max(1, min(WINDOW, len(ends)))
+
     def window(first, last):
         """Operations and bytes from the second after `first` to `last`, per trial finished then."""
         rows = [v for t, v in seconds.items() if first < t <= last]
         ops, out, received = (sum(r[0] + r[1] for r in rows), sum(r[2] for r in rows),
                               sum(r[3] for r in rows))
-        return (ops / WINDOW, (out + received) / WINDOW, sum(r[0] for r in rows) / WINDOW,
-                sum(r[4] for r in rows) / WINDOW)
+        return ops / n, (out + received) / n, sum(r[0] for r in rows) / n, sum(r[4] for r in rows) / n
 
-    n = min(WINDOW, len(ends))
     first = window(0, int(ends[n - 1])) if ends else (0, 0, 0, 0)
     last = window(int(ends[-n - 1]) if len(ends) > n else 0, int(ends[-1]) + 1) if ends else (0, 0, 0, 0)
     suggests = [json.loads(line) for line in open(os.path.join(work, "suggest.jsonl"))] \
@@ -429,7 +422,8 @@ def measure(work, url, args, total, wall, kills):
         "epoch_seconds": args.epoch_seconds, "prune": args.prune, "kill_share": args.kill_share,
         "subprocesses": not args.no_subprocesses,
         "trials_finished": len(ok), "lost": args.trials - len(ok),
-        "run_twice": len({t for t, c in kept.items() if c > 1} | {t for t, c in files.items() if c > 1}),
+        "run_twice": sum(c > 1 for c in files.values()),  # result files of one trial
+        "trained_to_the_end_twice": sum(c > 1 for c in kept.values()),
         "experiment_trials": len(docs), "total_respected": len(docs) == total,
         "workers_killed": kills, "requeued": driver_log.count("back in the queue"),
         "bytes_per_trial_first100": round(first[1]), "bytes_per_trial_last100": round(last[1]),

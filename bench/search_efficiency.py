@@ -130,11 +130,11 @@ def test_accuracy(row, args, work):
     import keras
 
     from data import load_split
-    from neural_net import train
-    from settings import DEFAULT_SETTINGS
+    from settings import Settings
+    from trial import train
 
-    settings = dict(DEFAULT_SETTINGS, epochs=row["best_epoch"], data_dir=os.path.join(work, "subset"),
-                    validation="test", seed=args.seed, verbose=0)
+    settings = Settings(epochs=row["best_epoch"], data_dir=os.path.join(work, "subset"),
+                        validation="test", seed=args.seed)
     keras.backend.clear_session()
     result, model = train(row["space"], settings)
     final = load_split("cifar100", os.path.join(work, "final"), "test")
@@ -145,7 +145,7 @@ def test_accuracy(row, args, work):
 # --- Replay (bench/replay.py) ---------------------------------------------------------------------------
 
 def ours(prune, args, **changes):
-    """make_rules of our rule `prune` at this run's settings."""
+    """make_rule of our rule `prune` at this run's settings."""
     return our_rule(prune, args.epochs, prune_eta=args.eta, prune_min_epochs=args.min_epochs, **changes)
 
 
@@ -205,7 +205,7 @@ def print_replays(none_trials, real_trials, args):
     curves = curves_of(none_trials)
     none_epochs = sum(len(c) for c in curves if c)
     none_best = max(max(c) for c in curves if c)
-    former = lambda trials, tid: [MedianStoppingRule(trials, args.epochs, count_pruned=True)]  # noqa: E731
+    former = lambda trials, tid: MedianStoppingRule(trials, args.epochs, count_pruned=True)  # noqa: E731
     replays = {"none": [len(c) if c else None for c in curves],
                "median (ours)": replay_ours(curves, ours("median", args)),
                "median, pruned trials counted (ours before)": replay_ours(curves, former),

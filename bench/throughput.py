@@ -26,6 +26,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import device  # noqa: E402
+import settings  # noqa: E402
 from data import DataError, load_dataset  # noqa: E402
 from neural_net import OPTIMIZERS, STARTING_LR, build_model  # noqa: E402
 from search_space import CLASSIC_BEST_SPACE  # noqa: E402
@@ -148,8 +149,8 @@ def main(argv=None):
     found = device.find_device()
     precisions = device.supported_precisions(found) if args.precisions == "supported" else args.precisions.split(",")
     for name in precisions:
-        if name not in device.PRECISIONS[1:]:
-            sys.exit(f"error: unknown precision {name!r}: use {', '.join(device.PRECISIONS[1:])} or supported")
+        if name not in settings.PRECISIONS[1:]:
+            sys.exit(f"error: unknown precision {name!r}: use {', '.join(settings.PRECISIONS[1:])} or supported")
 
     # Enough images that no round sees the same batch twice, capped at the training set.
     n = 256 if args.quick else min(50000, args.batch_size * (args.steps + 3) * args.rounds * 2)

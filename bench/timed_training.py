@@ -15,9 +15,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import keras  # noqa: E402
 
 from data import DataError, load_split  # noqa: E402
-from neural_net import build_and_train  # noqa: E402
+from record import save_result  # noqa: E402
 from search_space import CLASSIC_BEST_SPACE  # noqa: E402
-from settings import DEFAULT_SETTINGS  # noqa: E402
+from settings import Settings  # noqa: E402
+from trial import run_trial  # noqa: E402
 
 
 class StopBeforeDeadline(keras.callbacks.Callback):
@@ -46,9 +47,8 @@ def main(argv=None):
     p.add_argument("--precision", default="auto")
     p.add_argument("--results-dir", default=os.path.join("results", "timed_training"))
     args = p.parse_args(argv)
-    settings = {**DEFAULT_SETTINGS, "epochs": 1000, "data_dir": args.data_dir, "train_subset": args.train_subset,
-                "precision": args.precision, "results_dir": args.results_dir,
-                "verbose": 0}
+    settings = Settings(epochs=1000, data_dir=args.data_dir, train_subset=args.train_subset,
+                        precision=args.precision, results_dir=args.results_dir)
     try:
         split = load_split("cifar100", args.data_dir, "split", args.train_subset)
     except DataError as e:
@@ -57,7 +57,8 @@ def main(argv=None):
     print(f"Classic best hyperspace on {len(split.x_train)} real CIFAR-100 images (validation: {len(split.x_val)}), "
           f"for as many epochs as fit in {args.seconds:.0f} s", flush=True)
     deadline = time.time() + args.seconds - 15  # keep time for the final test-set evaluation
-    result = build_and_train(CLASSIC_BEST_SPACE, settings, callbacks=[StopBeforeDeadline(deadline)])
+    result, _ = run_trial(CLASSIC_BEST_SPACE, settings, callbacks=[StopBeforeDeadline(deadline)])
+    save_result(result, settings.results_dir)
     if result["status"] != "ok":
         sys.exit(f"error: the training failed: {result['error']}")
     print(f"{result['epochs_run']} epochs in {result['train_time_s']:.0f} s ({result['precision']}); best epoch "

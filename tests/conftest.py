@@ -82,8 +82,7 @@ def write_cifar10_archive(folder, train_per_class=10, test_per_class=2, seed=0, 
 def fresh_data_cache():
     """Each test sees the archive it wrote, not one cached by an earlier test."""
     import data
-    data.load_dataset.cache_clear()
-    data.load_split.cache_clear()
+    data.clear_cache()
     yield
 
 
@@ -141,29 +140,29 @@ def new_jobs(jobs, exp_key, tids):
 
 
 def reserved_workers(mongo_url, exp_key, settings, names=("w:1", "w:2")):
-    """One (ctrl, callbacks, model) per worker name: its own view of the experiment (as hyperopt's
-    workers build them), a trial reserved, and the callbacks objective.py gives it, training begun."""
+    """One (ctrl, (rule, heartbeat)) per worker name: its own view of the experiment (as hyperopt's
+    workers build them), a trial reserved, and the stopping rule and heartbeat objective.py gives
+    it, training begun."""
     from hyperopt.mongoexp import MongoCtrl, MongoTrials
 
-    from objective import trial_callbacks
+    from objective import heartbeat_of, trial_rule
+    from settings import Settings
 
+    settings = Settings.from_dict(settings)
     workers = []
     for name in names:
         view = MongoTrials(mongo_url, exp_key=exp_key, refresh=False)
         ctrl = MongoCtrl(view, view.handle.reserve([name], exp_key=exp_key), read_only=False)
-        callbacks, model = trial_callbacks(settings, ctrl), type("Model", (), {"stop_training": False})()
-        for callback in callbacks:
-            callback.set_model(model)
-            callback.on_train_begin()
-        workers.append((ctrl, callbacks, model))
+        rule = trial_rule(settings, ctrl)
+        heartbeat = heartbeat_of(settings, ctrl, rule)
+        heartbeat.beat()  # as training begins
+        workers.append((ctrl, (rule, heartbeat)))
     return workers
 
 
 def end_epoch(worker, epoch, accuracy):
-    """Feed a reserved worker's callbacks the end of an epoch, as Keras would; whether it stops."""
-    from pruning import METRIC
-
-    ctrl, callbacks, model = worker
-    for callback in callbacks:
-        callback.on_epoch_end(epoch, {METRIC: accuracy})
-    return model.stop_training
+    """The end of an epoch (0, 1, ...) on a reserved worker, as trial.py reports it; whether it stops."""
+    ctrl, (rule, heartbeat) = worker
+    goes_on = rule.report(epoch + 1, accuracy)
+    heartbeat.beat()
+    return not goes_on

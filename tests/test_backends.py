@@ -12,7 +12,8 @@ from hyperopt import STATUS_OK
 
 from conftest import ROOT, write_cifar100_archive
 from device import choose_precision, supported_precisions
-from neural_net import train
+from settings import Settings
+from trial import train
 from test_neural_net import SMALL
 
 # Run a script as `python3 script args` would, with `import tensorflow` failing as on a machine without it.
@@ -72,9 +73,8 @@ def test_precision_auto_follows_the_hardware():
 
 def test_mixed_precision_trains_with_float32_heads_and_leaves_the_default_policy(tmp_path):
     write_cifar100_archive(tmp_path / "ml_req", classes=range(10), train_per_class=20, test_per_class=2)
-    settings = dict(epochs=1, data_dir=str(tmp_path / "ml_req"), results_dir=str(tmp_path / "results"),
-                    verbose=0, precision="mixed_bfloat16", dataset="cifar100", validation="split",
-                    train_subset=None, seed=0)
+    settings = Settings(epochs=1, data_dir=str(tmp_path / "ml_req"), results_dir=str(tmp_path / "results"),
+                        precision="mixed_bfloat16")
     result, model = train(dict(SMALL, batch_size=32.0), settings)
     assert result["status"] == STATUS_OK and result["precision"] == "mixed_bfloat16"
     assert np.isfinite(result["real_loss"])

@@ -10,12 +10,13 @@ import pytest
 
 from conftest import ROOT, classic_result, write_classic_search, write_cifar100_archive
 from search_space import DEMO_SPACE
-from utils import describe
+from record import describe
 
 
-def test_a_classic_result_is_described_without_the_new_keys():
+def test_a_classic_result_is_described_without_the_new_keys_and_its_val_accuracy_as_on_the_test_set():
     line = describe(classic_result(0.6761, DEMO_SPACE, 100, "model_0.676100010872_6066e"))
-    assert line == "model_0.676100010872_6066e: val fine accuracy 0.6761, test fine accuracy: not recorded"
+    assert line == ("model_0.676100010872_6066e: val fine accuracy 0.6761 (measured on the test set), "
+                    "test fine accuracy: not recorded")
 
 
 @pytest.mark.slow

@@ -281,10 +281,10 @@ def test_malformed_url_is_one_line(tmp_path, url):
 
 def test_a_resumed_experiment_keeps_its_settings(tmp_path, mongo_url):
     from hyperopt_optimize import parse_args
-    from settings import settings_from
+    from settings import Settings
 
     trials = mongo_search.connect(mongo_url, EXP)
-    started = settings_from(parse_args(["--epochs", "100", "--data-dir", "elsewhere"]))  # folders may differ
+    started = Settings.from_args(parse_args(["--epochs", "100", "--data-dir", "elsewhere"])).as_dict()
     mongo_search.store_settings(trials, started, EXP)
     out = subprocess.run([sys.executable, os.path.join(ROOT, "hyperopt_optimize.py"), "--mongo", mongo_url,
                           "--exp-key", EXP, "--epochs", "1", "--max-evals", "1"],
@@ -325,7 +325,7 @@ def test_requeue_lost_trials_only_when_silent(mongo_url, jobs):
     assert logged == ["Trial 2: its worker failed to run it (ModuleNotFoundError: No module named 'x'): back in the "
                       "queue (lost run 1)."]
     time.sleep(0.3)
-    Heartbeat(MongoCtrl(trials, job, read_only=False)).on_epoch_end(0)  # alive: new version
+    Heartbeat(MongoCtrl(trials, job, read_only=False)).beat()  # alive: new version
     time.sleep(0.3)
     assert requeue(trials) == 0  # 0.3 s since the heartbeat
     time.sleep(0.6)
@@ -337,7 +337,7 @@ def test_requeue_lost_trials_only_when_silent(mongo_url, jobs):
     # worker then does (MongoWorker.run_one: checkpoint, mark the job errored) writes nothing.
     ctrl = MongoCtrl(trials, job, read_only=False)
     with pytest.raises(TrialLost, match="trial 1 was requeued by the driver"):
-        Heartbeat(ctrl).on_epoch_end(1)
+        Heartbeat(ctrl).beat()
     ctrl.checkpoint()
     trials.handle.update(job, {"state": JOB_STATE_ERROR, "error": ["TrialLost", "..."]})
     assert jobs.find_one({"tid": 1}) == doc
@@ -433,7 +433,7 @@ def test_asha_on_a_worker_stops_a_trial_behind_another_workers_trial_in_flight(m
     from hyperopt.mongoexp import MongoTrials
 
     from pruning import METRIC
-    from utils import best_result
+    from record import best_result
 
     mongo_compat.install()
     new_jobs(jobs, EXP, (0, 1))
@@ -537,8 +537,8 @@ def reserved_trial(mongo_url, jobs):
 
 def run_objective(ctrl, tmp_path, monkeypatch, train_s, during_training=lambda: None):
     """objective._objective on a worker, where training (not a Keras fit: no epoch ends) takes train_s seconds."""
-    import neural_net
     import objective
+    import trial
     from hyperopt.pyll import as_apply
 
     def train(hype_space, settings, callbacks):
@@ -547,7 +547,7 @@ def run_objective(ctrl, tmp_path, monkeypatch, train_s, during_training=lambda: 
         time.sleep(max(0.0, deadline - time.monotonic()))
         return {"status": "ok", "loss": -0.5, "fine_best_accuracy": 0.5}, None
 
-    monkeypatch.setattr(neural_net, "train", train)
+    monkeypatch.setattr(trial, "train", train)
     settings = {"results_dir": str(tmp_path / "results"), "prune": "none", "epochs": 1}
     return objective._objective(as_apply({"lr_rate_mult": 1.0}), {}, ctrl, settings)
 
@@ -627,7 +627,7 @@ def test_a_stop_signal_swallowed_by_a_gc_callback_still_stops_the_trial(mongo_ur
     try:
         Stopped(signal.SIGTERM)  # raised where Python could only print it
         with pytest.raises(Stopped):
-            Heartbeat(ctrl).on_epoch_end(0)
+            Heartbeat(ctrl).beat()
     finally:
         Stopped.received = None
         for sig, handler in handlers.items():

@@ -146,20 +146,20 @@ def test_an_idle_worker_waits_through_an_outage_and_exits_non_zero_past_stale_af
 def old_settings():
     """The settings as version 1 stored them: no version, and none of the settings that came later."""
     from hyperopt_optimize import parse_args
-    from settings import settings_from
+    from settings import Settings
 
-    settings = settings_from(parse_args(["--epochs", "1"]))
+    settings = Settings.from_args(parse_args(["--epochs", "1"])).as_dict()
     return {k: v for k, v in settings.items() if k not in mongo_search.ADDED_SETTINGS}
 
 
 def test_an_experiment_of_an_older_version_resumes_and_a_newer_one_is_refused(mongo_url):
     from hyperopt_optimize import parse_args
-    from settings import DEFAULT_SETTINGS, settings_from
+    from settings import DEFAULTS, Settings
 
-    assert all(DEFAULT_SETTINGS[k] == v for k, v in mongo_search.ADDED_SETTINGS.items())
+    assert all(getattr(DEFAULTS, k) == v for k, v in mongo_search.ADDED_SETTINGS.items())
     trials = mongo_search.connect(mongo_url, EXP)
     trials.attachments[mongo_search.SETTINGS] = json.dumps(old_settings()).encode()
-    settings = settings_from(parse_args(["--epochs", "1"]))
+    settings = Settings.from_args(parse_args(["--epochs", "1"])).as_dict()
     mongo_search.store_settings(trials, settings, EXP)  # the settings it lacked: what it did
     assert json.loads(trials.attachments[mongo_search.SETTINGS]) == {**settings, mongo_search.VERSION: 2}
 

@@ -6,8 +6,11 @@ from hyperopt import STATUS_FAIL, STATUS_OK
 from hyperopt.pyll import stochastic
 
 from conftest import write_cifar100_archive
-from neural_net import build_and_train, build_model
+from neural_net import build_model
+from record import save_result
 from search_space import CLASSIC_BEST_SPACE, DEMO_SPACE, space
+from settings import Settings
+from trial import run_trial
 
 SMALL = dict(CLASSIC_BEST_SPACE, conv_hiddn_units_mult=0.3, fc_units_1_mult=0.2, residual=None, first_conv=None,
              nb_conv_pool_layers=2, pooling_type="max", batch_size=64.0)
@@ -89,8 +92,9 @@ def test_flip_is_training_only():
 def test_one_short_trial_learns_easy_classes(tmp_path):
     data_dir = tmp_path / "ml_req"
     write_cifar100_archive(data_dir, classes=range(10), train_per_class=60, test_per_class=10)
-    settings = dict(epochs=2, data_dir=str(data_dir), results_dir=str(tmp_path / "results"), verbose=0)
-    result = build_and_train(dict(SMALL, batch_size=32.0, lr_rate_mult=1.0), settings)
+    settings = Settings(epochs=2, data_dir=str(data_dir), results_dir=str(tmp_path / "results"))
+    result, _ = run_trial(dict(SMALL, batch_size=32.0, lr_rate_mult=1.0), settings)
+    save_result(result, settings.results_dir)
     assert result["status"] == STATUS_OK, result.get("error")
     assert result["fine_best_accuracy"] > 0.5  # 10 classes present: chance is 0.1
     assert result["loss"] == -result["fine_best_accuracy"]
@@ -102,9 +106,10 @@ def test_one_short_trial_learns_easy_classes(tmp_path):
 def test_a_diverging_trial_is_recorded_as_failed_with_its_reason(tmp_path):
     data_dir = tmp_path / "ml_req"
     write_cifar100_archive(data_dir, classes=range(10), train_per_class=20)
-    settings = dict(epochs=2, data_dir=str(data_dir), results_dir=str(tmp_path / "results"), verbose=0)
-    result = build_and_train(dict(SMALL, lr_rate_mult=1e9, use_BN=False), settings)
-    assert result["status"] == STATUS_FAIL
+    settings = Settings(epochs=2, data_dir=str(data_dir), results_dir=str(tmp_path / "results"))
+    result, model = run_trial(dict(SMALL, lr_rate_mult=1e9, use_BN=False), settings)
+    save_result(result, settings.results_dir)
+    assert result["status"] == STATUS_FAIL and model is None
     assert "NaN" in result["error"] and "Traceback" in result["traceback"]
     failed = list((tmp_path / "results").glob("failed_*.txt.json"))
     assert len(failed) == 1 and json.loads(failed[0].read_text())["error"] == result["error"]

@@ -5,13 +5,14 @@ import pytest
 from hyperopt import JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_RUNNING, STATUS_FAIL, STATUS_OK, Trials
 
 from conftest import write_cifar100_archive
-from neural_net import build_and_train
 from objective import make_objective
 from pruning import (METRIC, PRUNE_MIN_TRIALS, AshaRule, CurveRule, MedianStoppingRule, asha_goes_on, asha_rungs,
                      at_rung, best_by_epoch, best_reached, curve_bound, prune_warmup)
+from record import best_result
 from search_space import space
+from settings import Settings
 from test_neural_net import SMALL
-from utils import best_result
+from trial import run_trial
 
 
 def add_trial(trials, accuracies, status=STATUS_OK, state=JOB_STATE_DONE, pruned=None):
@@ -77,18 +78,11 @@ def test_at_rung_reads_every_recorded_trial_that_got_there_but_itself_and_failed
     assert at_rung(trials, 3, me) == [0.3]
 
 
-class Model:
-    stop_training = False
-
-
 def feed(rule, accuracies):
-    """Feed a rule a trial's validation accuracies epoch by epoch, as Keras would; return the epochs run."""
-    model = Model()
-    rule.set_model(model)
-    for epoch, accuracy in enumerate(accuracies):
-        rule.on_epoch_end(epoch, {METRIC: accuracy})
-        if model.stop_training:
-            return epoch + 1
+    """Report a trial's validation accuracies to a rule epoch by epoch, as trial.py does; the epochs run."""
+    for epoch, accuracy in enumerate(accuracies, 1):
+        if not rule.report(epoch, accuracy):
+            return epoch
     return len(accuracies)
 
 
@@ -117,29 +111,27 @@ def test_the_first_trial_at_every_rung_goes_on():
 
 def test_a_local_search_publishes_a_running_trials_progress_that_looks_finished_to_nothing(monkeypatch):
     """objective.py checkpoints the partial result each epoch: in the local trials object, while the trial runs."""
-    import objective
 
     seen = []
 
-    def fake_build_and_train(hype_space, settings, callbacks, trial_id, **options):
-        rule, publish = callbacks  # the rule first, then what stores its partial result
-        model = Model()
-        for callback in callbacks:
-            callback.set_model(model)
-        for epoch, accuracy in enumerate([0.2, 0.4]):
-            for callback in callbacks:
-                callback.on_epoch_end(epoch, {METRIC: accuracy})
+    def fake_run_trial(hype_space, settings, rule, hooks, trial_id):
+        for epoch, accuracy in enumerate([0.2, 0.4], 1):
+            rule.report(epoch, accuracy)
+            for hook in hooks:  # what stores the rule's partial result
+                hook()
             doc = rule.trials._dynamic_trials[-1]
             seen.append((doc["state"], dict(doc["result"])))
             assert best_result(rule.trials) is None  # the report and the driver read only status ok
             assert "loss" not in doc["result"]  # TPE scores a trial without a loss as infinitely bad
-        return {"status": STATUS_OK, "loss": -0.4, "history": {METRIC: [0.2, 0.4]}, "pruned": False}
+        return {"status": STATUS_OK, "loss": -0.4, "history": {METRIC: [0.2, 0.4]}, "pruned": False}, None
 
-    monkeypatch.setattr(objective, "build_and_train", fake_build_and_train)
+    import trial
+
+    monkeypatch.setattr(trial, "run_trial", fake_run_trial)
     from hyperopt import fmin, tpe
 
     trials = Trials()
-    fmin(make_objective({"prune": "asha", "epochs": 2, "prune_eta": 3, "prune_min_epochs": 1}), space,
+    fmin(make_objective(Settings(prune="asha", epochs=2, prune_eta=3, prune_min_epochs=1)), space,
          algo=tpe.suggest, trials=trials, max_evals=1, show_progressbar=False)
     assert seen == [(JOB_STATE_RUNNING, {"status": "running", "history": {METRIC: [0.2]}}),
                     (JOB_STATE_RUNNING, {"status": "running", "history": {METRIC: [0.2, 0.4]}})]
@@ -154,15 +146,16 @@ def test_warmup_is_a_tenth_of_the_budget_and_at_least_two_epochs():
 def tiny_settings(tmp_path):
     data_dir = tmp_path / "ml_req"
     write_cifar100_archive(data_dir, classes=range(10), train_per_class=20, test_per_class=2)
-    return dict(epochs=4, data_dir=str(data_dir), results_dir=str(tmp_path / "results"), verbose=0)
+    return Settings(epochs=4, data_dir=str(data_dir), results_dir=str(tmp_path / "results"))
 
 
 def train_against(finished, settings, rule=MedianStoppingRule, **space_changes):
     trials = Trials()
     for accuracies in finished:
         add_trial(trials, accuracies)
-    return build_and_train(dict(SMALL, batch_size=32.0, **space_changes), settings,
-                           callbacks=[rule(trials, settings["epochs"])])
+    result, _ = run_trial(dict(SMALL, batch_size=32.0, **space_changes), settings,
+                          rule(trials, settings.epochs))
+    return result
 
 
 def test_a_trial_behind_five_finished_ones_is_pruned_after_its_warmup(tiny_settings):
@@ -192,16 +185,15 @@ def test_a_trial_behind_at_asha_first_rung_is_recorded_as_pruned_with_its_honest
 
 def test_asha_options_and_their_env_twins_are_stored_in_the_trial_settings(monkeypatch, capsys):
     import hyperopt_optimize
-    from settings import settings_from
 
-    settings = settings_from(hyperopt_optimize.parse_args(["--prune", "asha", "--prune-eta", "4",
-                                                           "--prune-min-epochs", "2"]))
-    assert (settings["prune"], settings["prune_eta"], settings["prune_min_epochs"]) == ("asha", 4, 2)
+    settings = Settings.from_args(hyperopt_optimize.parse_args(["--prune", "asha", "--prune-eta", "4",
+                                                                "--prune-min-epochs", "2"]))
+    assert (settings.prune, settings.prune_eta, settings.prune_min_epochs) == ("asha", 4, 2)
     monkeypatch.setenv("HKS_PRUNE", "asha")
     monkeypatch.setenv("HKS_PRUNE_ETA", "2")
     monkeypatch.setenv("HKS_PRUNE_MIN_EPOCHS", "3")
-    settings = settings_from(hyperopt_optimize.parse_args([]))
-    assert (settings["prune"], settings["prune_eta"], settings["prune_min_epochs"]) == ("asha", 2, 3)
+    settings = Settings.from_args(hyperopt_optimize.parse_args([]))
+    assert (settings.prune, settings.prune_eta, settings.prune_min_epochs) == ("asha", 2, 3)
     for args, option in ((["--prune-eta", "1"], "--prune-eta"), (["--prune-min-epochs", "0"], "--prune-min-epochs"),
                          (["--prune", "hyperband"], "--prune")):
         with pytest.raises(SystemExit) as exit_:
@@ -261,15 +253,14 @@ def test_curve_rule_stops_a_trial_whose_projection_cannot_reach_the_best_any_tri
 
 def test_the_curve_rule_is_an_option_and_its_env_twin(monkeypatch):
     import hyperopt_optimize
-    from pruning import stopping_rules
-    from settings import settings_from
+    from pruning import stopping_rule
 
-    assert settings_from(hyperopt_optimize.parse_args(["--prune", "curve"]))["prune"] == "curve"
+    assert Settings.from_args(hyperopt_optimize.parse_args(["--prune", "curve"])).prune == "curve"
     monkeypatch.setenv("HKS_PRUNE", "curve")
-    settings = settings_from(hyperopt_optimize.parse_args([]))
-    assert settings["prune"] == "curve"
-    (rule,) = stopping_rules(settings, Trials(), this_tid=7)
-    assert isinstance(rule, CurveRule) and (rule.epochs_budget, rule.this_tid) == (settings["epochs"], 7)
+    settings = Settings.from_args(hyperopt_optimize.parse_args([]))
+    assert settings.prune == "curve"
+    rule = stopping_rule(settings, Trials(), this_tid=7)
+    assert isinstance(rule, CurveRule) and (rule.epochs_budget, rule.this_tid) == (settings.epochs, 7)
 
 
 @pytest.mark.parametrize("test_per_class, rule", [(19, MedianStoppingRule), (20, CurveRule)])
@@ -277,13 +268,11 @@ def test_auto_is_the_curve_rule_from_2000_validation_images_and_median_below(tmp
     """The default, --prune auto, judges by what the trial selects on: here the test set, 100 classes."""
     from hyperopt.base import Ctrl
 
-    from objective import trial_callbacks
-    from settings import DEFAULT_SETTINGS
+    from objective import trial_rule
 
     write_cifar100_archive(tmp_path / "ml_req", train_per_class=1, test_per_class=test_per_class)
-    settings = dict(DEFAULT_SETTINGS, data_dir=str(tmp_path / "ml_req"), validation="test", epochs=10)
-    assert settings["prune"] == "auto"
+    settings = Settings(data_dir=str(tmp_path / "ml_req"), validation="test", epochs=10)
+    assert settings.prune == "auto"
     trials = Trials()
     me = add_trial(trials, [], status="running", state=JOB_STATE_RUNNING)
-    callbacks = trial_callbacks(settings, Ctrl(trials, current_trial={"tid": me}))
-    assert [type(c) for c in callbacks][:1] == [rule]
+    assert type(trial_rule(settings, Ctrl(trials, current_trial={"tid": me}))) is rule

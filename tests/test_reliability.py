@@ -113,10 +113,10 @@ def test_an_unwritable_results_folder_or_trials_file_is_one_line_before_any_trai
 
 
 def test_train_py_checks_its_results_folder_before_training(tmp_path, monkeypatch):
-    import neural_net
     import train
+    import trial
 
-    monkeypatch.setattr(neural_net, "train", lambda *a, **k: pytest.fail("trained before checking the folder"))
+    monkeypatch.setattr(trial, "train", lambda *a, **k: pytest.fail("trained before checking the folder"))
     write_cifar100_archive(tmp_path / "ml_req", classes=range(10))
     (tmp_path / "a_file").write_text("not a folder")
     monkeypatch.chdir(tmp_path)

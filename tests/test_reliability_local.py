@@ -101,11 +101,12 @@ def test_the_classic_results_pkl_stays_resumable_and_gets_the_settings(quick_sea
 
 
 def test_an_infinite_loss_is_a_failed_trial_with_its_reason(tmp_path):
-    from neural_net import build_and_train
+    from settings import Settings
+    from trial import run_trial
 
     write_cifar100_archive(tmp_path / "ml_req", classes=range(10), train_per_class=10)
-    settings = dict(epochs=1, data_dir=str(tmp_path / "ml_req"), results_dir=str(tmp_path / "results"), verbose=0)
-    result = build_and_train(dict(SMALL, l2_weight_reg_mult=1e40), settings)
+    settings = Settings(epochs=1, data_dir=str(tmp_path / "ml_req"), results_dir=str(tmp_path / "results"))
+    result, _ = run_trial(dict(SMALL, l2_weight_reg_mult=1e40), settings)
     assert result["status"] == STATUS_FAIL and "infinite" in result["error"], result
     assert utils.non_finite(result) is None  # the failed result holds no Infinity either
 

@@ -143,13 +143,13 @@ def test_report_speed_benchmark_runs(tmp_path):
 def test_a_failure_to_draw_model_best_is_one_warning(tmp_path, monkeypatch, capsys):
     import keras
 
-    import neural_net
+    import trial
 
     def no_graphviz(*args, **kwargs):
         raise ImportError("You must install graphviz (see instructions at https://graphviz.gitlab.io/download/) "
                           "for `plot_model` to work.")
     monkeypatch.setattr(keras.utils, "plot_model", no_graphviz)
-    assert not neural_net.try_draw_model(SMALL, str(tmp_path / "model_best.png"), "cifar100")
+    assert not trial.try_draw_model(SMALL, str(tmp_path / "model_best.png"), "cifar100")
     err = capsys.readouterr().err
     assert err.startswith("warning: ") and "install graphviz" in err and len(err.strip().splitlines()) == 1
     assert not list(tmp_path.iterdir())  # no half-drawn picture left behind
@@ -317,11 +317,11 @@ def test_a_trial_that_ran_again_after_a_kill_is_counted_once(tmp_path, capsys):
 
 def test_stale_temporaries_of_killed_writes_are_removed_and_fresh_ones_kept(tmp_path, capsys):
     import report
-    from utils import remove_stale_temporaries, save_json_result
+    from record import save_result
+    from utils import remove_stale_temporaries
 
     results = tmp_path / "results"
-    save_json_result("model_0.5000_good", dict(classic_result(0.5, SMALL, 3), model_name="model_0.5000_good"),
-                     str(results))
+    save_result(dict(classic_result(0.5, SMALL, 3), model_name="model_0.5000_good"), str(results))
     hour_ago = os.path.getmtime(results / "model_0.5000_good.txt.json") - 3600
     for name in (".tmp_hks_k1ll_k1l_model_0.6000_x.txt.json", ".tmp_hks_k2llk2ll_results.pkl",
                  "old_but_not_temporary.txt"):
@@ -340,7 +340,7 @@ def test_stale_temporaries_of_killed_writes_are_removed_and_fresh_ones_kept(tmp_
 
 
 def test_the_best_hyperspace_skips_corrupt_and_badly_named_files(tmp_path, capsys):
-    from utils import load_best_result
+    from record import load_best_result
 
     skipped = {"model_0.9900_cut.txt.json": '{"space": {"batch_size": 3',
                "model_0.9800_nospace.txt.json": json.dumps({"status": "ok", "fine_best_accuracy": 0.98}),
