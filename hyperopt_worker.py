@@ -124,7 +124,7 @@ def main(argv=None):
     given = {option.split("=")[0] for option in hyperopt_options}
     try:
         password = mongo_search.password_of(args.mongo)
-    except mongo_search.Unusable as e:  # a trial's process: its worker had the password
+    except mongo_search.Unusable as e:  # a user without a password
         sys.exit(f"error: {e}")
     if password is not None:  # hyperopt starts each trial's process with --mongo=URL: the password goes by env
         os.environ["MONGO_DB_PASSWORD"] = password
