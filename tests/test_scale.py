@@ -1,5 +1,6 @@
-"""What the MongoDB search reads per trial does not grow with the experiment (bench/scale.py measures it
-at 100 workers), and reads what hyperopt's own reading would."""
+"""What the MongoDB search reads per trial does not grow with the experiment (bench/scale.py
+measures it at 100 workers), and reads what hyperopt's own reading would."""
+
 # ruff: noqa: F811 -- the fixtures of tests/test_mongo.py, imported, are the tests' arguments
 import json
 import os
@@ -20,7 +21,8 @@ from test_mongo import EXP, jobs, mongo_url  # noqa: F401
 
 
 class Received(pymongo.monitoring.CommandListener):
-    """Bytes of the replies this process receives (registered once: clients made after it report)."""
+    """Bytes of the replies this process receives (registered once: later clients report)."""
+
     total = 0
 
     def started(self, event):
@@ -45,9 +47,20 @@ def received_by(call):
 def finish_jobs(jobs, tids, history_of=lambda tid: [0.1, 0.2 + tid / 1000]):
     for tid in tids:
         history = history_of(tid)
-        jobs.update_one({"exp_key": EXP, "tid": tid}, {"$inc": {"version": 1}, "$set": {
-            "state": JOB_STATE_DONE, "result": {"status": "ok", "loss": -max(history),
-                                                "history": {METRIC: history, "loss": [1.0] * len(history)}}}})
+        jobs.update_one(
+            {"exp_key": EXP, "tid": tid},
+            {
+                "$inc": {"version": 1},
+                "$set": {
+                    "state": JOB_STATE_DONE,
+                    "result": {
+                        "status": "ok",
+                        "loss": -max(history),
+                        "history": {METRIC: history, "loss": [1.0] * len(history)},
+                    },
+                },
+            },
+        )
 
 
 def seen(trials):
@@ -66,20 +79,35 @@ def test_the_drivers_refresh_sees_what_hyperopts_sees(mongo_url, jobs):
         handle.refresh(job)
     handle.update(running[0], {"result": {"status": "running", "history": {METRIC: [0.1]}}})
     finish_jobs(jobs, [1])
-    jobs.update_one({"tid": 2}, {"$set": {"state": JOB_STATE_ERROR}, "$inc": {"version": 1}})  # left out
+    jobs.update_one(
+        {"tid": 2}, {"$set": {"state": JOB_STATE_ERROR}, "$inc": {"version": 1}}
+    )  # left out
     new_jobs(jobs, EXP, [6])  # another driver's, finished before this one looks
     finish_jobs(jobs, [6])
     for trials in (ours, theirs):
         trials.refresh()
-    assert [(tid, state) for tid, state, _ in seen(ours)] == [(tid, state) for tid, state, _ in seen(theirs)] == [
-        (0, JOB_STATE_RUNNING), (1, JOB_STATE_DONE), (3, JOB_STATE_RUNNING), (4, JOB_STATE_NEW),
-        (5, JOB_STATE_NEW), (6, JOB_STATE_DONE)]
+    assert (
+        [(tid, state) for tid, state, _ in seen(ours)]
+        == [(tid, state) for tid, state, _ in seen(theirs)]
+        == [
+            (0, JOB_STATE_RUNNING),
+            (1, JOB_STATE_DONE),
+            (3, JOB_STATE_RUNNING),
+            (4, JOB_STATE_NEW),
+            (5, JOB_STATE_NEW),
+            (6, JOB_STATE_DONE),
+        ]
+    )
     done = [t["result"] for t in ours.trials if t["state"] == JOB_STATE_DONE]
     assert done == [t["result"] for t in theirs.trials if t["state"] == JOB_STATE_DONE]
-    jobs.update_one({"tid": 2}, {"$set": {"state": JOB_STATE_NEW}, "$inc": {"version": 2}})  # requeued
+    jobs.update_one(
+        {"tid": 2}, {"$set": {"state": JOB_STATE_NEW}, "$inc": {"version": 2}}
+    )  # requeued
     for trials in (ours, theirs):
         trials.refresh()
-    assert [(tid, state) for tid, state, _ in seen(ours)] == [(tid, state) for tid, state, _ in seen(theirs)]
+    assert [(tid, state) for tid, state, _ in seen(ours)] == [
+        (tid, state) for tid, state, _ in seen(theirs)
+    ]
     assert ours.losses() == theirs.losses()  # what TPE reads: no loss for running and queued trials
 
 
@@ -96,7 +124,9 @@ def test_heartbeats_do_not_make_the_driver_read_the_running_trials_again(mongo_u
     assert received_by(trials.refresh) < len(running) * len(bson.encode(big)) / 10
     finish_jobs(jobs, [0])
     trials.refresh()
-    assert trials.trials[0]["state"] == JOB_STATE_DONE and trials.trials[0]["result"]["status"] == "ok"
+    assert (
+        trials.trials[0]["state"] == JOB_STATE_DONE and trials.trials[0]["result"]["status"] == "ok"
+    )
 
 
 def test_the_stopping_rules_read_as_much_at_200_finished_trials_as_at_10(mongo_url, jobs):
@@ -124,15 +154,44 @@ def test_scale_quick_loses_nothing_and_runs_nothing_twice(tmp_path):
     for k in range(6):  # learning curves of 8 epochs, some better than others
         history = {METRIC: [min(0.9, (k + 1) * 0.05 * (e + 1) ** 0.5) for e in range(8)]}
         (curves / f"model_{k}.txt.json").write_text(json.dumps({"history": history, "trial_id": k}))
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "scale.py"), "--quick", "--curves",
-                          str(curves), "--work-dir", str(tmp_path / "run"), "--json", str(tmp_path / "s.json")],
-                         capture_output=True, text=True, timeout=900)
+    out = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "bench", "scale.py"),
+            "--quick",
+            "--curves",
+            str(curves),
+            "--work-dir",
+            str(tmp_path / "run"),
+            "--json",
+            str(tmp_path / "s.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     figures = json.loads((tmp_path / "s.json").read_text())
-    for key in ("trials_finished", "lost", "run_twice", "bytes_per_trial_first100", "bytes_per_trial_last100",
-                "ops_per_trial_first100", "ops_per_trial_last100", "suggest_s_last100"):
+    for key in (
+        "trials_finished",
+        "lost",
+        "run_twice",
+        "bytes_per_trial_first100",
+        "bytes_per_trial_last100",
+        "ops_per_trial_first100",
+        "ops_per_trial_last100",
+        "suggest_s_last100",
+    ):
         assert key in figures
-    assert (figures["trials_finished"], figures["lost"], figures["run_twice"]) == (figures["trials"], 0, 0)
-    assert figures["total_respected"] and figures["workers_killed"] == 1 and figures["driver_exit"] == 0
+    assert (figures["trials_finished"], figures["lost"], figures["run_twice"]) == (
+        figures["trials"],
+        0,
+        0,
+    )
+    assert (
+        figures["total_respected"]
+        and figures["workers_killed"] == 1
+        and figures["driver_exit"] == 0
+    )
     assert figures["bytes_per_trial_first100"] > 0 and figures["ops_per_trial_last100"] > 0
     assert "trials finished" in out.stdout
