@@ -101,8 +101,9 @@ def password_of(url):
         return urllib.parse.unquote(m["password"])
     password = os.environ.get("MONGO_DB_PASSWORD")
     if password is None:
-        raise Unusable(f"--mongo {shown(url)} names user {urllib.parse.unquote(m['user'])!r} but no password: "
-                       f"set MONGO_DB_PASSWORD (or give mongo://USER:PASSWORD@...)")
+        user = urllib.parse.unquote(m["user"])
+        raise Unusable(f"--mongo {shown(url)} names user {user!r} but no password: set "
+                       f"MONGO_DB_PASSWORD (or give mongo://USER:PASSWORD@...)")
     return password
 
 
@@ -111,12 +112,12 @@ PERCENT_ENCODE = ("percent-encode the password (python3 -c \"import urllib.parse
 
 
 class Unusable(Exception):
-    """MongoDB cannot be used as asked (a malformed URL, no password, unreachable, another experiment's
-    settings): the one-line message says what to do. The commands print it and exit."""
+    """MongoDB cannot be used as asked (a malformed URL, no password, unreachable, another
+    experiment's settings): the one-line message says what to do. The commands print it and exit."""
 
 
 def parse_url(url):
-    """The parts of a mongo://[USER[:PASSWORD]@]HOST:PORT/DB/jobs URL (a re.Match); Unusable otherwise."""
+    """The parts of a mongo://[USER[:PASSWORD]@]HOST:PORT/DB/jobs URL (a re.Match), or Unusable."""
     match = _URL.fullmatch(url or "")
     if not match:
         credentials = re.match(r"[^:/@]*://.*@", url or "")
@@ -140,8 +141,8 @@ class ExperimentTrials(MongoTrials):
         self._known = {}  # job _id -> its document, as refresh() last read it
         super().__init__(*args, **kwargs)
         self.max_evals, self.refused = max_evals, 0
-        # What the driver, the workers and the stopping rules look trials up by (hyperopt indexes the
-        # experiment alone): without it, each look-up scans the experiment
+        # What the driver, the workers and the stopping rules look trials up by (hyperopt indexes
+        # the experiment alone): without it, each look-up scans the experiment
         self.handle.jobs.create_index([("exp_key", 1), ("state", 1), ("result.loss", 1)])
         if max_evals is not None:
             self.handle.jobs.create_index(SLOT, unique=True, sparse=True)  # sparse: other trials have no slot
@@ -151,11 +152,11 @@ class ExperimentTrials(MongoTrials):
         reading only what changed: its cost does not grow with the experiment.
 
         hyperopt's own reads the _id and version of every trial, then every trial whose version
-        changed: each heartbeat gives a running trial a new version, so every running trial, with its
-        partial result, every time. A finished trial never changes again: it is read once. Running
-        and queued ones are read once too, then only their state and owner (what the driver reads of
-        them: their partial results are for the stopping rules, and they have no loss yet); a trial is
-        read again when it leaves those states.
+        changed: each heartbeat gives a running trial a new version, so every running trial, with
+        its partial result, every time. A finished trial never changes again: it is read once.
+        Running and queued ones are read once too, then only their state and owner (what the driver
+        reads of them: their partial results are for the stopping rules, and they have no loss
+        yet); a trial is read again when it leaves those states.
         """
         if self._exp_key is None:
             return super().refresh()
@@ -174,7 +175,8 @@ class ExperimentTrials(MongoTrials):
             if i in known and known[i]["state"] != JOB_STATE_DONE:
                 known[i].update(state=d["state"], owner=d.get("owner"))
         if sum(d["state"] == JOB_STATE_DONE for d in known.values()) < done:  # finished unseen
-            ids = [d["_id"] for d in jobs.find({**exp, "state": JOB_STATE_DONE}, projection={"_id": 1})]
+            finished = jobs.find({**exp, "state": JOB_STATE_DONE}, projection={"_id": 1})
+            ids = [d["_id"] for d in finished]
             unseen = [i for i in ids if i not in known]
             known.update((d["_id"], d) for d in jobs.find({"_id": {"$in": unseen}}))
         self._trials = [known[i] for i in sorted(known)]
@@ -259,8 +261,9 @@ def check_objective_loads(trials, exp_key):
 
 
 def connect(url, exp_key, refresh=True, max_evals=None):
-    """hyperopt's MongoTrials of the experiment (refresh: with its trials loaded; max_evals: queueing no more
-    than that many trials in all, see ExperimentTrials); Unusable, saying why, when MongoDB cannot be used."""
+    """hyperopt's MongoTrials of the experiment (refresh: with its trials loaded; max_evals:
+    queueing no more than that many trials in all, see ExperimentTrials); Unusable, saying why,
+    when MongoDB cannot be used."""
     mongo_compat.install()  # before any connection: they then authenticate
 
     m = parse_url(url)
@@ -271,10 +274,12 @@ def connect(url, exp_key, refresh=True, max_evals=None):
         client.admin.command("ping")  # also authenticates, when the URL has a user
     except pymongo.errors.PyMongoError as e:
         if getattr(e, "code", None) == AUTHENTICATION_FAILED:  # MongoDB runs: the advice below would mislead
-            raise Unusable(f"cannot use MongoDB at {shown(url)}: authentication failed for user {user!r}: "
-                           f"check MONGO_DB_USER and MONGO_DB_PASSWORD (or USER:PASSWORD in --mongo)") from None
-        raise Unusable(f"cannot use MongoDB at {shown(url)}: {reason_of(e)}. Start it (see local_infra/) or fix "
-                       f"--mongo (env MONGO_DB_HOST, MONGO_DB_PORT, MONGO_DB_USER, MONGO_DB_PASSWORD)") from None
+            raise Unusable(f"cannot use MongoDB at {shown(url)}: authentication failed for user "
+                           f"{user!r}: check MONGO_DB_USER and MONGO_DB_PASSWORD (or USER:PASSWORD "
+                           f"in --mongo)") from None
+        raise Unusable(f"cannot use MongoDB at {shown(url)}: {reason_of(e)}. Start it (see "
+                       f"local_infra/) or fix --mongo (env MONGO_DB_HOST, MONGO_DB_PORT, "
+                       f"MONGO_DB_USER, MONGO_DB_PASSWORD)") from None
     finally:
         client.close()
     return ExperimentTrials(url, exp_key=exp_key, refresh=refresh, max_evals=max_evals)
@@ -299,7 +304,8 @@ def check_version(settings, exp_key, who):
 
 
 def store_settings(trials, settings, exp_key):
-    """Store the experiment's settings; a resumed experiment must keep the ones it started with (Unusable).
+    """Store the experiment's settings; a resumed experiment keeps the ones it started with (or
+    Unusable).
 
     A driver updates an experiment of an older version to its own when the settings that version lacked
     (ADDED_SETTINGS) are given what that version did; a newer one it refuses."""
@@ -315,13 +321,14 @@ def store_settings(trials, settings, exp_key):
         keys = sorted(k for k in set(stored) | set(settings) if k not in LOCAL_SETTINGS and k != VERSION)
         unknown = [k for k in keys if k not in stored]
         if unknown:
-            raise Unusable(f"experiment {exp_key!r} was started by an older version of hks, which had no "
-                           f"setting {', '.join(unknown)}: start a new experiment with another --exp-key (or "
-                           f"resume it with that version)")
+            raise Unusable(f"experiment {exp_key!r} was started by an older version of hks, which "
+                           f"had no setting {', '.join(unknown)}: start a new experiment with "
+                           f"another --exp-key (or resume it with that version)")
         changed = [f"{k}={stored.get(k)!r} (not {settings.get(k)!r})" for k in keys if stored.get(k) != settings.get(k)]
         if changed:
-            raise Unusable(f"experiment {exp_key!r} was started with {', '.join(changed)}: resume it with "
-                           f"the same options, or start a new experiment with another --exp-key")
+            raise Unusable(f"experiment {exp_key!r} was started with {', '.join(changed)}: resume "
+                           f"it with the same options, or start a new experiment with another "
+                           f"--exp-key")
     # the folders may change: workers read the latest
     attachments[SETTINGS] = json.dumps({**settings, VERSION: EXPERIMENT_VERSION}).encode()
 

@@ -54,7 +54,8 @@ def best_by_epoch(trials, epoch, count_pruned=False, running_average=False):
     """
     if on_mongodb(trials):  # read the one series judged by, of the trials that count
         import mongo_search
-        curves = mongo_search.recorded_curves(trials, running=False, pruned=count_pruned, reached=epoch)
+        curves = mongo_search.recorded_curves(trials, running=False, pruned=count_pruned,
+                                              reached=epoch)
         return [statistics.fmean(c[:epoch]) if running_average else max(c[:epoch]) for c in curves]
     trials.refresh()  # local Trials: cheap
     reached = []
@@ -158,7 +159,8 @@ def at_rung(trials, epoch, this_tid):
     recorded: finished, pruned, or running (its partial result); not failed trials."""
     if on_mongodb(trials):
         import mongo_search
-        return [max(c[:epoch]) for c in mongo_search.recorded_curves(trials, this_tid, reached=epoch)]
+        curves = mongo_search.recorded_curves(trials, this_tid, reached=epoch)
+        return [max(c[:epoch]) for c in curves]
     reached = (accuracy_by(result, epoch) for result in recorded_results(trials, this_tid))
     return [accuracy for accuracy in reached if accuracy is not None]
 

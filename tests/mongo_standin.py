@@ -66,7 +66,8 @@ MISSING = object()
 
 
 class _Unsure(Exception):
-    """A document the fast test cannot judge (an array on a dotted path, a document compared): mongomock does."""
+    """A document the fast test cannot judge (an array on a dotted path, a document compared): left
+    to mongomock."""
 
 
 def _at(doc, key):
@@ -94,16 +95,16 @@ def _equal(have, value):
 
 
 def _simple_test(spec):
-    """A fast test for the filters hyperopt and hks send (equality, $in, $ne, $exists, $or of those, on
-    dotted paths too), or None for any other filter.
+    """A fast test for the filters hyperopt and hks send (equality, $in, $ne, $exists, $or of those,
+    on dotted paths too), or None for any other filter.
 
     mongomock's filter_applies takes ~16 us a document, this ~1 us: at 10,000 jobs every scan of the
-    collection (each reserve, count, query by state) is otherwise the stand-in's bottleneck. A document
-    it cannot judge is left to mongomock."""
+    collection (each reserve, count, query by state) is otherwise the stand-in's bottleneck. A
+    document it cannot judge is left to mongomock."""
     tests = []
     for key, value in spec.items():
         if key == "$or" and isinstance(value, list):
-            branches = [_simple_test(branch) if isinstance(branch, dict) else None for branch in value]
+            branches = [_simple_test(b) if isinstance(b, dict) else None for b in value]
             if None in branches:
                 return None
             tests.append((key, "or", branches))
@@ -111,7 +112,8 @@ def _simple_test(spec):
             return None
         elif isinstance(value, dict):
             (op, operand), = value.items() if len(value) == 1 else ((None, None),)
-            if op == "$in" and isinstance(operand, list) and all(isinstance(v, SCALARS) for v in operand):
+            scalars = isinstance(operand, list) and all(isinstance(v, SCALARS) for v in operand)
+            if op == "$in" and scalars:
                 tests.append((key, "in", set(operand)))
             elif op == "$ne" and isinstance(operand, SCALARS):
                 tests.append((key, "ne", operand))
@@ -137,8 +139,13 @@ def _simple_test(spec):
             elif op == "in":
                 if isinstance(have, dict):
                     raise _Unsure
-                if not (have in value if not isinstance(have, list) else any(h in value for h in have)
-                        if have is not MISSING else None in value):
+                if have is MISSING:
+                    found = None in value
+                elif isinstance(have, list):
+                    found = any(h in value for h in have)
+                else:
+                    found = have in value
+                if not found:
                     return False
             elif _equal(have, value) != (op == "eq"):
                 return False
@@ -160,7 +167,8 @@ def _iter_documents(collection, spec):
         doc = store._documents.get(_id)
         return iter([doc] if doc is not None and filtering.filter_applies(spec, doc) else [])
     if isinstance(_id, dict) and set(_id) == {"$in"} and isinstance(_id["$in"], list):
-        docs = [store._documents.get(i) for i in dict.fromkeys(_id["$in"]) if isinstance(i, (ObjectId, str, int))]
+        ids = [i for i in dict.fromkeys(_id["$in"]) if isinstance(i, (ObjectId, str, int))]
+        docs = [store._documents.get(i) for i in ids]
         rest = {k: v for k, v in spec.items() if k != "_id"}
         applies = _simple_test(rest) or (lambda doc: filtering.filter_applies(rest, doc))
         return iter([doc for doc in docs if doc is not None and applies(doc)])
@@ -171,7 +179,7 @@ def _iter_documents(collection, spec):
 
 
 _mongomock_iter_documents = Collection._iter_documents
-Collection._iter_documents = _iter_documents  # this module runs the stand-in only: its mongomock, faster
+Collection._iter_documents = _iter_documents  # in the stand-in's process: its mongomock, faster
 
 
 def _scram_fields(message):
@@ -335,7 +343,8 @@ class Store:
                 n = sum(1 for _ in matched)
                 return _cursor(f"{db.name}.{coll}", [{"_id": 1, "n": n}] if n else [])
             matched = [bson.decode(bson.encode(doc)) for doc in matched]
-            return _cursor(f"{db.name}.{coll}", aggregate.process_pipeline(matched, db, pipeline[1:], None))
+            rest = aggregate.process_pipeline(matched, db, pipeline[1:], None)
+            return _cursor(f"{db.name}.{coll}", rest)
         return _cursor(f"{db.name}.{coll}", db[coll].aggregate(pipeline))
 
     def cmd_distinct(self, db, coll, body):
