@@ -459,11 +459,10 @@ def run(args):
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        kills = sorted(
-            random.Random(args.seed).uniform(0.1, 0.9) * args.trials
-            for _ in range(round(args.kill_share * args.workers))
+        rng, last_report = random.Random(args.seed), 0
+        kills = sorted(  # when that many trials have finished, one worker is killed
+            rng.uniform(0.1, 0.9) * args.trials for _ in range(round(args.kill_share * args.workers))
         )
-        rng, last_report = random.Random(args.seed + 1), 0
         while driver.poll() is None:
             time.sleep(1)
             done = finished_count(url) - args.prefill
