@@ -358,9 +358,11 @@ def run_mongo_search(args, settings):
     Through a MongoDB outage of --stale-after at most, the driver waits and goes on; past it, one
     line and exit status 1 (the experiment stays in MongoDB: the same command resumes it)."""
     # --max-evals is the experiment's total, however many drivers queue its trials
-    trials = mongo_search.connect_or_exit(args.mongo, args.exp_key, max_evals=args.max_evals)
-    # workers read them
-    mongo_search.store_settings_or_exit(trials, settings.as_dict(), args.exp_key)
+    try:
+        trials = mongo_search.connect(args.mongo, args.exp_key, max_evals=args.max_evals)
+        mongo_search.store_settings(trials, settings.as_dict(), args.exp_key)  # workers read them
+    except mongo_search.Unusable as e:
+        sys.exit(f"error: {e}")
     found = len(trials.trials)
     todo = "until Ctrl-C" if args.max_evals is None else max(0, args.max_evals - found)
     print(f"Experiment {args.exp_key!r} at {mongo_search.shown(args.mongo)}: {settings.dataset}, "

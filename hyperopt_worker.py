@@ -102,11 +102,11 @@ def main(argv=None):
     mongo_compat.install()
     mongoexp.Shutdown = Stopped  # hyperopt raises (and catches) mongoexp.Shutdown on those signals
     if not trial_process:
-        trials = mongo_search.connect_or_exit(args.mongo, args.exp_key, refresh=False)
         try:
+            trials = mongo_search.connect(args.mongo, args.exp_key, refresh=False)
             settings = mongo_search.wait_for_settings(trials, args.exp_key, args.mongo, STALE_AFTER_S)
             mongo_search.check_version(settings, args.exp_key, "worker")
-        except (mongo_search.Unreachable, mongo_search.VersionMismatch) as e:
+        except (mongo_search.Unusable, mongo_search.Unreachable, mongo_search.VersionMismatch) as e:
             sys.exit(f"error: {e}")
         os.environ[PATIENCE] = str(settings.get("stale_after", STALE_AFTER_S))  # the experiment's, not this machine's
         check_data_or_exit(settings)
@@ -122,7 +122,10 @@ def main(argv=None):
     defaults = {"--workdir": os.getcwd(),  # hyperopt's default is a new folder per trial: relative paths would break
                 "--reserve-timeout": "inf"}  # wait for trials as long as it takes (hyperopt's default: 2 minutes)
     given = {option.split("=")[0] for option in hyperopt_options}
-    password = mongo_search.password_of(args.mongo)
+    try:
+        password = mongo_search.password_of(args.mongo)
+    except mongo_search.Unusable as e:  # a user without a password
+        sys.exit(f"error: {e}")
     if password is not None:  # hyperopt starts each trial's process with --mongo=URL: the password goes by env
         os.environ["MONGO_DB_PASSWORD"] = password
     url = mongo_search.without_password(args.mongo)[:-len("/jobs")]

@@ -17,15 +17,16 @@ import json
 import os
 import re
 import shlex
-import sys
 import time
 import urllib.parse
 
 import pymongo
 from hyperopt import mongoexp
+from hyperopt.base import JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW, JOB_STATE_RUNNING
 from hyperopt.mongoexp import MongoTrials
 
 import mongo_compat
+from record import METRIC
 
 URL_FORM = "mongo://[USER[:PASSWORD]@]HOST:PORT/DB/jobs"  # hyperopt's workers read DB/jobs, so jobs it is
 # USER without :PASSWORD: the password is MONGO_DB_PASSWORD's (so that it stays out of command lines)
@@ -86,7 +87,7 @@ def worker_command(url, exp_key):
     """The command that starts a worker of the experiment, to copy and paste: the password stays out of it."""
     command = (f"python3 hyperopt_worker.py --mongo {shlex.quote(without_password(url))} "
                f"--exp-key {shlex.quote(exp_key)}")
-    user = parse_url_or_exit(url)["user"]
+    user = parse_url(url)["user"]
     if user:
         command += f"   # the password of {urllib.parse.unquote(user)}: MONGO_DB_PASSWORD in the worker's environment"
     return command
@@ -94,15 +95,16 @@ def worker_command(url, exp_key):
 
 def password_of(url):
     """The password of the URL's user (percent-decoded): its own, else MONGO_DB_PASSWORD; None without a user."""
-    m = parse_url_or_exit(url)
+    m = parse_url(url)
     if not m["user"]:
         return None
     if m["password"] is not None:
         return urllib.parse.unquote(m["password"])
     password = os.environ.get("MONGO_DB_PASSWORD")
     if password is None:
-        sys.exit(f"error: --mongo {shown(url)} names user {urllib.parse.unquote(m['user'])!r} but no password: set "
-                 f"MONGO_DB_PASSWORD (or give mongo://USER:PASSWORD@...)")
+        user = urllib.parse.unquote(m["user"])
+        raise Unusable(f"--mongo {shown(url)} names user {user!r} but no password: set "
+                       f"MONGO_DB_PASSWORD (or give mongo://USER:PASSWORD@...)")
     return password
 
 
@@ -110,12 +112,18 @@ PERCENT_ENCODE = ("percent-encode the password (python3 -c \"import urllib.parse
                   "'PASSWORD', safe=''))\"), or leave it out of the URL (mongo://USER@...) and set MONGO_DB_PASSWORD")
 
 
-def parse_url_or_exit(url):
+class Unusable(Exception):
+    """MongoDB cannot be used as asked (a malformed URL, no password, unreachable, another
+    experiment's settings): the one-line message says what to do. The commands print it and exit."""
+
+
+def parse_url(url):
+    """The parts of a mongo://[USER[:PASSWORD]@]HOST:PORT/DB/jobs URL (a re.Match), or Unusable."""
     match = _URL.fullmatch(url or "")
     if not match:
         credentials = re.match(r"[^:/@]*://.*@", url or "")
         advice = f": {PERCENT_ENCODE}" if credentials else ""
-        sys.exit(f"error: --mongo must look like {URL_FORM}, not {shown(url or '')!r}{advice}")
+        raise Unusable(f"--mongo must look like {URL_FORM}, not {shown(url or '')!r}{advice}")
     return match
 
 
@@ -131,10 +139,51 @@ class ExperimentTrials(MongoTrials):
     """
 
     def __init__(self, *args, max_evals=None, **kwargs):
+        self._known = {}  # job _id -> its document, as refresh() last read it
         super().__init__(*args, **kwargs)
         self.max_evals, self.refused = max_evals, 0
+        # What the driver, the workers and the stopping rules look trials up by (hyperopt indexes
+        # the experiment alone): without it, each look-up scans the experiment
+        self.handle.jobs.create_index([("exp_key", 1), ("state", 1), ("result.loss", 1)])
         if max_evals is not None:
             self.handle.jobs.create_index(SLOT, unique=True, sparse=True)  # sparse: other trials have no slot
+
+    def refresh(self):
+        """hyperopt's refresh (the experiment's trials but errored ones, in the order of their _id),
+        reading only what changed: its cost does not grow with the experiment.
+
+        hyperopt's own reads the _id and version of every trial, then every trial whose version
+        changed: each heartbeat gives a running trial a new version, so every running trial, with
+        its partial result, every time. A finished trial never changes again: it is read once.
+        Running and queued ones are read once too, then only their state and owner (what the driver
+        reads of them: their partial results are for the stopping rules, and they have no loss
+        yet); a trial is read again when it leaves those states.
+        """
+        if self._exp_key is None:
+            return super().refresh()
+        jobs, exp, known = self.handle.jobs, {"exp_key": self._exp_key}, self._known
+        done = jobs.count_documents({**exp, "state": JOB_STATE_DONE})  # first: none finishes unseen
+        running = {**exp, "state": {"$in": [JOB_STATE_NEW, JOB_STATE_RUNNING]}}
+        unfinished = {d["_id"]: d for d in jobs.find(running, projection=["state", "owner"])}
+        left = [i for i, d in known.items() if d["state"] != JOB_STATE_DONE and i not in unfinished]
+        for i in left:  # finished, errored (hyperopt leaves those out), or deleted
+            del known[i]
+        read = left + [i for i in unfinished if i not in known]
+        if read:
+            changed = jobs.find({"_id": {"$in": read}, "state": {"$ne": JOB_STATE_ERROR}})
+            known.update((d["_id"], d) for d in changed)
+        for i, d in unfinished.items():
+            if i in known and known[i]["state"] != JOB_STATE_DONE:
+                known[i].update(state=d["state"], owner=d.get("owner"))
+        if sum(d["state"] == JOB_STATE_DONE for d in known.values()) < done:  # finished unseen
+            finished = jobs.find({**exp, "state": JOB_STATE_DONE}, projection={"_id": 1})
+            ids = [d["_id"] for d in finished]
+            unseen = [i for i in ids if i not in known]
+            known.update((d["_id"], d) for d in jobs.find({"_id": {"$in": unseen}}))
+        self._trials = [known[i] for i in sorted(known)]
+        self._specs = [t["spec"] for t in self._trials]
+        self._results = [t["result"] for t in self._trials]
+        self._miscs = [t["misc"] for t in self._trials]
 
     def _insert_trial_docs(self, docs):
         if self.max_evals is None:
@@ -212,12 +261,13 @@ def check_objective_loads(trials, exp_key):
             f"the objective anew), or run this worker from the driver's version") from None
 
 
-def connect_or_exit(url, exp_key, refresh=True, max_evals=None):
-    """hyperopt's MongoTrials of the experiment (refresh: with its trials loaded; max_evals: queueing no more
-    than that many trials in all, see ExperimentTrials), or one line saying why MongoDB cannot be used."""
+def connect(url, exp_key, refresh=True, max_evals=None):
+    """hyperopt's MongoTrials of the experiment (refresh: with its trials loaded; max_evals:
+    queueing no more than that many trials in all, see ExperimentTrials); Unusable, saying why,
+    when MongoDB cannot be used."""
     mongo_compat.install()  # before any connection: they then authenticate
 
-    m = parse_url_or_exit(url)
+    m = parse_url(url)
     user = urllib.parse.unquote(m["user"]) if m["user"] else None
     client = pymongo.MongoClient(m["host"], int(m["port"]), serverSelectionTimeoutMS=CONNECT_TIMEOUT_S * 1000,
                                  username=user, password=password_of(url))
@@ -225,10 +275,12 @@ def connect_or_exit(url, exp_key, refresh=True, max_evals=None):
         client.admin.command("ping")  # also authenticates, when the URL has a user
     except pymongo.errors.PyMongoError as e:
         if getattr(e, "code", None) == AUTHENTICATION_FAILED:  # MongoDB runs: the advice below would mislead
-            sys.exit(f"error: cannot use MongoDB at {shown(url)}: authentication failed for user {user!r}: check "
-                     f"MONGO_DB_USER and MONGO_DB_PASSWORD (or USER:PASSWORD in --mongo)")
-        sys.exit(f"error: cannot use MongoDB at {shown(url)}: {reason_of(e)}. Start it (see local_infra/) or fix "
-                 f"--mongo (env MONGO_DB_HOST, MONGO_DB_PORT, MONGO_DB_USER, MONGO_DB_PASSWORD)")
+            raise Unusable(f"cannot use MongoDB at {shown(url)}: authentication failed for user "
+                           f"{user!r}: check MONGO_DB_USER and MONGO_DB_PASSWORD (or USER:PASSWORD "
+                           f"in --mongo)") from None
+        raise Unusable(f"cannot use MongoDB at {shown(url)}: {reason_of(e)}. Start it (see "
+                       f"local_infra/) or fix --mongo (env MONGO_DB_HOST, MONGO_DB_PORT, "
+                       f"MONGO_DB_USER, MONGO_DB_PASSWORD)") from None
     finally:
         client.close()
     return ExperimentTrials(url, exp_key=exp_key, refresh=refresh, max_evals=max_evals)
@@ -252,8 +304,9 @@ def check_version(settings, exp_key, who):
             f"start a new experiment with another --exp-key, or run workers of the driver's version")
 
 
-def store_settings_or_exit(trials, settings, exp_key):
-    """Store the experiment's settings; a resumed experiment must keep the ones it started with.
+def store_settings(trials, settings, exp_key):
+    """Store the experiment's settings; a resumed experiment keeps the ones it started with (or
+    Unusable).
 
     A driver updates an experiment of an older version to its own when the settings that version lacked
     (ADDED_SETTINGS) are given what that version did; a newer one it refuses."""
@@ -263,19 +316,20 @@ def store_settings_or_exit(trials, settings, exp_key):
         try:
             check_version(stored, exp_key, "driver")
         except VersionMismatch as e:
-            sys.exit(f"error: {e}")
+            raise Unusable(str(e)) from None
         if stored.get(VERSION, 1) < EXPERIMENT_VERSION:
             stored = {**ADDED_SETTINGS, **stored, VERSION: EXPERIMENT_VERSION}
         keys = sorted(k for k in set(stored) | set(settings) if k not in LOCAL_SETTINGS and k != VERSION)
         unknown = [k for k in keys if k not in stored]
         if unknown:
-            sys.exit(f"error: experiment {exp_key!r} was started by an older version of hks, which had no "
-                     f"setting {', '.join(unknown)}: start a new experiment with another --exp-key (or resume "
-                     f"it with that version)")
+            raise Unusable(f"experiment {exp_key!r} was started by an older version of hks, which "
+                           f"had no setting {', '.join(unknown)}: start a new experiment with "
+                           f"another --exp-key (or resume it with that version)")
         changed = [f"{k}={stored.get(k)!r} (not {settings.get(k)!r})" for k in keys if stored.get(k) != settings.get(k)]
         if changed:
-            sys.exit(f"error: experiment {exp_key!r} was started with {', '.join(changed)}: resume it with the "
-                     f"same options, or start a new experiment with another --exp-key")
+            raise Unusable(f"experiment {exp_key!r} was started with {', '.join(changed)}: resume "
+                           f"it with the same options, or start a new experiment with another "
+                           f"--exp-key")
     # the folders may change: workers read the latest
     attachments[SETTINGS] = json.dumps({**settings, VERSION: EXPERIMENT_VERSION}).encode()
 
@@ -293,3 +347,44 @@ def wait_for_settings(trials, exp_key, url, patience_s, poll_s=5):
                 print(f"Waiting for the driver of experiment {exp_key!r} at {shown(url)} ...", flush=True)
                 said = True
             time.sleep(poll_s)
+
+
+# What the stopping rules read of the other trials on MongoDB (pruning.py): the series they judge by
+ACCURACY = "result.history." + METRIC  # the selection metric in a result's history
+
+
+def recorded_curves(trials, this_tid=None, running=True, pruned=True, reached=1):
+    """The validation fine accuracies, epoch by epoch, of the experiment's other trials that ran
+    `reached` epochs or more: finished (status ok; pruned=False: not pruned ones) and, with running,
+    running ones (their partial result: a trial requeued after its worker died has none). Only that
+    series is read, not the rest of each trial."""
+    done = {"state": JOB_STATE_DONE, "result.status": "ok"}
+    kinds = [done if pruned else {**done, "result.pruned": {"$ne": True}}]
+    if running:
+        kinds.append({"state": JOB_STATE_RUNNING, "result.status": "running"})
+    query = {"exp_key": trials._exp_key, "$or": kinds,
+             f"{ACCURACY}.{reached - 1}": {"$exists": True}}
+    if this_tid is not None:
+        query["tid"] = {"$ne": this_tid}
+    docs = trials.handle.jobs.find(query, projection={ACCURACY: 1, "_id": 0})
+    return [d["result"]["history"]["val_fine_outputs_accuracy"] for d in docs]
+
+
+def best_reached(trials, this_tid=None):
+    """The best validation fine accuracy any other trial of the experiment reached, finished (status
+    ok) or running; None: none yet. Of the finished trials only the best is read: the one of the
+    lowest loss (minus its best validation fine accuracy; hyperopt indexes result.loss)."""
+    query = {"exp_key": trials._exp_key, "state": JOB_STATE_DONE, "result.status": "ok",
+             f"{ACCURACY}.0": {"$exists": True}}
+    if this_tid is not None:
+        query["tid"] = {"$ne": this_tid}
+    best = trials.handle.jobs.find(query, projection={ACCURACY: 1, "_id": 0})
+    best = best.sort("result.loss", 1).limit(1)
+    curves = [d["result"]["history"]["val_fine_outputs_accuracy"] for d in best]
+    running = {"exp_key": trials._exp_key, "state": JOB_STATE_RUNNING, "result.status": "running",
+               f"{ACCURACY}.0": {"$exists": True}}
+    if this_tid is not None:
+        running["tid"] = {"$ne": this_tid}
+    curves += [d["result"]["history"]["val_fine_outputs_accuracy"]
+               for d in trials.handle.jobs.find(running, projection={ACCURACY: 1, "_id": 0})]
+    return max((max(c) for c in curves), default=None)

@@ -180,7 +180,7 @@ def head_metrics(outputs):
 
     With two outputs Keras 3 prefixes each metric with its output's name and logs each head's loss
     (<head>_loss); with one it does neither (accuracy, val_accuracy), and every reader of the fine
-    metrics (KeepBestWeights, pruning.METRIC, the result keys, report.py) would miss them on
+    metrics (KeepBestWeights, record.METRIC, the result keys, report.py) would miss them on
     CIFAR-10. So a single head gets its metrics named explicitly, its loss included: the same
     unweighted cross-entropy, without the L2 terms, that Keras logs per head when there are two.
     """

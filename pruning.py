@@ -52,7 +52,12 @@ def best_by_epoch(trials, epoch, count_pruned=False, running_average=False):
     counts them (bench/replay.py replays both). running_average=True: their mean accuracy over those
     epochs instead, as Vizier's rule reads them (bench/README.md compares the two).
     """
-    trials.refresh()  # MongoTrials: read what the other workers finished; local Trials: cheap
+    if on_mongodb(trials):  # read the one series judged by, of the trials that count
+        import mongo_search
+        curves = mongo_search.recorded_curves(trials, running=False, pruned=count_pruned,
+                                              reached=epoch)
+        return [statistics.fmean(c[:epoch]) if running_average else max(c[:epoch]) for c in curves]
+    trials.refresh()  # local Trials: cheap
     reached = []
     for trial in trials.trials:
         result = trial["result"]
@@ -144,9 +149,18 @@ def recorded_results(trials, this_tid):
     return results
 
 
+def on_mongodb(trials):
+    """Whether `trials` are hyperopt's MongoTrials: the rules then read only what they judge by."""
+    return getattr(trials, "handle", None) is not None
+
+
 def at_rung(trials, epoch, this_tid):
     """Best validation fine accuracy by `epoch` of every other trial that got that far, whatever is
     recorded: finished, pruned, or running (its partial result); not failed trials."""
+    if on_mongodb(trials):
+        import mongo_search
+        curves = mongo_search.recorded_curves(trials, this_tid, reached=epoch)
+        return [max(c[:epoch]) for c in curves]
     reached = (accuracy_by(result, epoch) for result in recorded_results(trials, this_tid))
     return [accuracy for accuracy in reached if accuracy is not None]
 
@@ -213,6 +227,9 @@ def curve_bound(accuracy, epochs_budget, slowdown=CURVE_SLOWDOWN, warmup=CURVE_W
 def best_reached(trials, this_tid):
     """The best validation fine accuracy any other trial reached: finished, pruned or running
     (None: none yet)."""
+    if on_mongodb(trials):
+        import mongo_search
+        return mongo_search.best_reached(trials, this_tid)
     reached = [max(r["history"][METRIC]) for r in recorded_results(trials, this_tid)
                if r.get("history", {}).get(METRIC)]
     return max(reached, default=None)

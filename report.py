@@ -449,7 +449,10 @@ def report(args):
     sources = [f"{args.results_dir}/"]
     trials = None
     if args.mongo:
-        trials = mongo_search.connect_or_exit(args.mongo, args.exp_key)
+        try:
+            trials = mongo_search.connect(args.mongo, args.exp_key)
+        except mongo_search.Unusable as e:
+            sys.exit(f"error: {e}")
         sources.append(f"{mongo_search.shown(args.mongo)} ({args.exp_key})")
     elif os.path.exists(args.trials_file):
         trials = load_trials(args.trials_file,

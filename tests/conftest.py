@@ -291,7 +291,7 @@ def mongo_url():
 
 
 def client(url):
-    m = mongo_search.parse_url_or_exit(url)
+    m = mongo_search.parse_url(url)
     auth = {"username": urllib.parse.unquote(m["user"]),
             "password": urllib.parse.unquote(m["password"])} \
         if m["user"] else {}
@@ -301,7 +301,7 @@ def client(url):
 @pytest.fixture
 def jobs(mongo_url):
     with contextlib.closing(client(mongo_url)) as c:
-        yield c[mongo_search.parse_url_or_exit(mongo_url)["db"]]["jobs"]
+        yield c[mongo_search.parse_url(mongo_url)["db"]]["jobs"]
 
 
 def stop(process, sig=signal.SIGTERM, wait_s=20):
@@ -399,7 +399,7 @@ def reserved_trial(mongo_url, jobs):
     """A trial as a worker's process holds it: reserved, with hyperopt's ctrl."""
     from hyperopt.mongoexp import MongoCtrl
 
-    trials = mongo_search.connect_or_exit(mongo_url, EXP)
+    trials = mongo_search.connect(mongo_url, EXP)
     jobs.insert_one({"exp_key": EXP, "tid": 1, "state": JOB_STATE_NEW, "owner": None, "version": 0})
     return MongoCtrl(trials, trials.handle.reserve(["w:1"], exp_key=EXP), read_only=False)
 

@@ -198,11 +198,11 @@ def test_a_resumed_experiment_keeps_its_settings(tmp_path, mongo_url):
     from hyperopt_optimize import parse_args
     from settings import Settings
 
-    trials = mongo_search.connect_or_exit(mongo_url, EXP)
+    trials = mongo_search.connect(mongo_url, EXP)
     # folders may differ
     started = Settings.from_args(parse_args(["--epochs", "100", "--data-dir", "elsewhere"]))
     started = started.as_dict()
-    mongo_search.store_settings_or_exit(trials, started, EXP)
+    mongo_search.store_settings(trials, started, EXP)
     out = subprocess.run([sys.executable, os.path.join(ROOT, "hyperopt_optimize.py"), "--mongo",
                           mongo_url, "--exp-key", EXP, "--epochs", "1", "--max-evals", "1"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
@@ -217,8 +217,8 @@ def test_a_resumed_experiment_keeps_its_settings(tmp_path, mongo_url):
 
 
 def test_worker_without_the_dataset_takes_no_trial(tmp_path, mongo_url, jobs, processes):
-    trials = mongo_search.connect_or_exit(mongo_url, EXP)
-    mongo_search.store_settings_or_exit(trials, {"dataset": "cifar100", "data_dir": "ml_req",
+    trials = mongo_search.connect(mongo_url, EXP)
+    mongo_search.store_settings(trials, {"dataset": "cifar100", "data_dir": "ml_req",
                                                  "validation": "split",
                                                  "train_subset": None, "epochs": 1}, EXP)
     jobs.insert_one({"exp_key": EXP, "state": JOB_STATE_NEW, "owner": None, "tid": 0, "version": 0})
@@ -235,7 +235,7 @@ def test_requeue_lost_trials_only_when_silent(mongo_url, jobs):
     from hyperopt.mongoexp import MongoCtrl
     from lost_workers import Heartbeat, TrialLost
 
-    trials = mongo_search.connect_or_exit(mongo_url, EXP)
+    trials = mongo_search.connect(mongo_url, EXP)
     jobs.insert_many([{"exp_key": EXP, "tid": 1, "state": JOB_STATE_NEW, "owner": None,
                        "version": 0},
                       {"exp_key": EXP, "tid": 2, "state": JOB_STATE_ERROR, "owner": ["w:2"],
@@ -402,12 +402,11 @@ def test_asha_on_a_worker_stops_a_trial_behind_another_workers_trial_in_flight(m
 
 def test_wrong_password_is_one_line_with_its_own_advice(auth_url):
     wrong = auth_url.replace(f":{PASSWORD}@", ":wrong@")
-    with pytest.raises(SystemExit) as e:
-        mongo_search.connect_or_exit(wrong, EXP)
-    assert e.value.code == (
+    with pytest.raises(mongo_search.Unusable) as e:
+        mongo_search.connect(wrong, EXP)
+    assert f"error: {e.value}" == (
         f"error: cannot use MongoDB at {mongo_search.shown(wrong)}: authentication failed for "
-                            f"user {USER!r}: check MONGO_DB_USER and MONGO_DB_PASSWORD (or "
-                            "USER:PASSWORD in --mongo)")
+        f"user {USER!r}: check MONGO_DB_USER and MONGO_DB_PASSWORD (or USER:PASSWORD in --mongo)")
 
 
 def test_a_url_without_its_password_takes_it_from_the_environment(auth_url, monkeypatch):
@@ -415,14 +414,14 @@ def test_a_url_without_its_password_takes_it_from_the_environment(auth_url, monk
     MONGO_DB_PASSWORD."""
     url = auth_url.replace(f":{PASSWORD}@", "@")
     monkeypatch.delenv("MONGO_DB_PASSWORD", raising=False)
-    with pytest.raises(SystemExit) as e:
-        mongo_search.connect_or_exit(url, EXP)
-    assert e.value.code == (
+    with pytest.raises(mongo_search.Unusable) as e:
+        mongo_search.connect(url, EXP)
+    assert f"error: {e.value}" == (
         f"error: --mongo {url} names user {USER!r} but no password: set MONGO_DB_PASSWORD "
-                            f"(or give mongo://USER:PASSWORD@...)")
+        f"(or give mongo://USER:PASSWORD@...)")
     monkeypatch.setenv("MONGO_DB_PASSWORD", PASSWORD)
     # and hyperopt's own connections, as workers make them
-    trials = mongo_search.connect_or_exit(url, EXP)
+    trials = mongo_search.connect(url, EXP)
     assert trials.count_by_state_unsynced(JOB_STATE_NEW) == 0
 
 
@@ -436,7 +435,7 @@ def test_the_worker_command_the_driver_prints_works_as_pasted(auth_url, monkeypa
                        "environment")
     args, _ = parse_args(shlex.split(command, comments=True)[2:])  # what a shell passes it
     monkeypatch.setenv("MONGO_DB_PASSWORD", PASSWORD)
-    mongo_search.connect_or_exit(args.mongo, args.exp_key)
+    mongo_search.connect(args.mongo, args.exp_key)
     assert mongo_search.worker_command("mongo://db.example:27017/hks/jobs", EXP) == \
         f"python3 hyperopt_worker.py --mongo mongo://db.example:27017/hks/jobs --exp-key {EXP}"
 
@@ -463,7 +462,7 @@ def test_the_password_shows_in_no_command_line(tmp_path, auth_url, processes):
     the worker's, nor that of the worker's per-trial process (which hyperopt starts with the URL in
     its argv)."""
     write_cifar100_archive(tmp_path / "ml_req")
-    m = mongo_search.parse_url_or_exit(auth_url)
+    m = mongo_search.parse_url(auth_url)
     env = {"MONGO_DB_HOST": m["host"], "MONGO_DB_PORT": m["port"], "MONGO_DB_NAME": m["db"],
            "MONGO_DB_USER": USER, "MONGO_DB_PASSWORD": PASSWORD, "EXPERIMENT_NAME": EXP}
     search = processes("driver", "hyperopt_optimize.py", "--epochs", "1", "--train-subset", "60",
