@@ -486,6 +486,8 @@ def test_a_trial_beats_from_start_to_end_not_only_at_epochs(tmp_path, mongo_url,
     """A trial is silent for no more than a heartbeat interval, also while it loads data, builds its
     model or scores the test set: a driver with a stale-after of a few intervals never requeues
     it."""
+    import trial  # noqa: F401 -- Keras loads (seconds) before the driver below starts watching
+
     monkeypatch.setattr(lost_workers, "HEARTBEAT_EVERY_S", 0.1, raising=False)
     ctrl = reserved_trial(mongo_url, jobs)
     requeue = lost_workers.RequeueLostTrials(EXP, stale_after=0.5)
