@@ -158,8 +158,8 @@ def test_an_idle_worker_waits_through_an_outage_and_exits_non_zero_past_stale_af
 
 
 def old_settings():
-    """The settings as version 1 stored them: no version, and none of the settings that came later.
-    """
+    """The settings as version 1 stores them: no version, and none of the settings version 2
+    adds."""
     from hyperopt_optimize import parse_args
     from settings import Settings
 
