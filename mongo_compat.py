@@ -1,4 +1,4 @@
-"""pymongo 4 for hyperopt 0.3.0's MongoTrials: the pymongo 3 calls that hyperopt.mongoexp still makes.
+"""pymongo 4 for hyperopt 0.3.0's MongoTrials: the pymongo 3 calls that hyperopt.mongoexp makes.
 
 hyperopt.mongoexp calls Cursor.count, Collection.count/insert/update/remove/find_and_modify and
 Database.authenticate, all removed in pymongo 4: the driver fails with "'Cursor' object has no
@@ -34,7 +34,8 @@ def collection_count(collection):
 
 
 def insert(collection, doc, check_keys=True):
-    """Insert one document; like pymongo 3 it gets an _id, which is returned (the server checks keys now)."""
+    """Insert one document; like pymongo 3 it gets an _id, which is returned (the server checks
+    keys)."""
     return collection.insert_one(doc).inserted_id
 
 
@@ -54,29 +55,34 @@ def find_and_modify(collection, query, update, upsert=False, new=False):
 
 
 _connection_with_tunnel = mongoexp.connection_with_tunnel
-# A request waits this long for an unreachable MongoDB before it fails (pymongo's default: 30 s), so that the
-# waits around the driver's and the workers' requests (mongo_search.retry_while_unreachable) say so promptly.
+# A request waits this long for an unreachable MongoDB before it fails (pymongo's default: 30 s),
+# so that the waits around the driver's and the workers' requests
+# (mongo_search.retry_while_unreachable) say so promptly.
 SERVER_SELECTION_TIMEOUT_S = 5
 
 
-def connection_with_tunnel(dbname, host="localhost", auth_dbname=None, port=27017, ssh=False, user=None, pw=None):
+def connection_with_tunnel(dbname, host="localhost", auth_dbname=None, port=27017, ssh=False,
+                           user=None, pw=None):
     """mongoexp's connection, authenticated by MongoClient (pymongo 4 has no Database.authenticate).
 
-    A URL with a user but no password (mongo://USER@HOST:PORT/DB: how hks starts per-trial processes)
-    takes the password from MONGO_DB_PASSWORD, so that it never shows in a command line.
+    A URL with a user but no password (mongo://USER@HOST:PORT/DB: how hks starts per-trial
+    processes) takes the password from MONGO_DB_PASSWORD, so that it never shows in a command line.
     """
     if ssh:  # no authentication on that path: hyperopt's own code works with pymongo 4
         return _connection_with_tunnel(dbname, host, auth_dbname, port, ssh, user, pw)
     auth = {}
     if user:
-        auth = {"username": urllib.parse.unquote(user),  # a URL carries them percent-encoded
-                "password": urllib.parse.unquote(pw) if pw is not None else os.environ.get("MONGO_DB_PASSWORD")}
+        # a URL carries them percent-encoded
+        auth = {"username": urllib.parse.unquote(user),
+                "password": (urllib.parse.unquote(pw) if pw is not None
+                             else os.environ.get("MONGO_DB_PASSWORD"))}
         if auth["password"] is None:  # hyperopt's own last resort: ~/.hyperopt
             auth["password"] = mongoexp.read_pw()
         if auth_dbname:
             auth["authSource"] = auth_dbname  # otherwise pymongo's default: the admin database
     return pymongo.MongoClient(host, port, document_class=SON, w=1, journal=True,
-                               serverSelectionTimeoutMS=SERVER_SELECTION_TIMEOUT_S * 1000, **auth), None
+                               serverSelectionTimeoutMS=SERVER_SELECTION_TIMEOUT_S * 1000,
+                               **auth), None
 
 
 def install():

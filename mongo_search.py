@@ -11,7 +11,8 @@ data), --max-evals as the experiment's total however many drivers queue its tria
 (ExperimentTrials), the password kept out of command lines (mongo://USER@...: the password is
 MONGO_DB_PASSWORD's) and out of messages, the experiment's format version that drivers and workers
 check, and the wait through MongoDB outages of up to --stale-after (retry_while_unreachable). The
-requeueing of trials whose worker died, which hyperopt leaves RUNNING forever, is in lost_workers.py.
+requeueing of trials whose worker died, which hyperopt leaves RUNNING forever, is in
+lost_workers.py.
 """
 import json
 import os
@@ -28,28 +29,37 @@ from hyperopt.mongoexp import MongoTrials
 import mongo_compat
 from record import METRIC
 
-URL_FORM = "mongo://[USER[:PASSWORD]@]HOST:PORT/DB/jobs"  # hyperopt's workers read DB/jobs, so jobs it is
-# USER without :PASSWORD: the password is MONGO_DB_PASSWORD's (so that it stays out of command lines)
-_URL = re.compile(r"mongo://(?:(?P<user>[^:@/]+)(?::(?P<password>[^@/]*))?@)?(?P<host>[^:@/]+):(?P<port>\d+)"
+# hyperopt's workers read DB/jobs, so jobs it is
+URL_FORM = "mongo://[USER[:PASSWORD]@]HOST:PORT/DB/jobs"
+# USER without :PASSWORD: the password is MONGO_DB_PASSWORD's (so that it stays out of command
+# lines)
+_URL = re.compile(r"mongo://(?:(?P<user>[^:@/]+)(?::(?P<password>[^@/]*))?@)?"
+                  r"(?P<host>[^:@/]+):(?P<port>\d+)"
                   r"/(?P<db>[\w-]+)/jobs")
 AUTHENTICATION_FAILED = 18  # MongoDB's error code for a wrong user or password
-CONNECT_TIMEOUT_S = 5  # a MongoDB that does not answer in 5 s is down or unreachable: say so, do not hang
+# a MongoDB that does not answer in 5 s is down or unreachable: say so, do not hang
+CONNECT_TIMEOUT_S = 5
 SLOT = "hks_slot"  # a trial's place among the experiment's max_evals (ExperimentTrials)
-SETTINGS = "hks_settings"  # the experiment's trial settings, a JSON attachment of its trials in GridFS
-# Settings a resumed experiment may change: folders on each worker, and how long a worker may stay silent
+# the experiment's trial settings, a JSON attachment of its trials in GridFS
+SETTINGS = "hks_settings"
+# Settings a resumed experiment may change: folders on each worker, and how long a worker may stay
+# silent
 LOCAL_SETTINGS = ("data_dir", "results_dir", "verbose", "stale_after")
-# The version of an experiment's format (its settings, its trials, the objective workers load), stored with
-# its settings; drivers and workers of another version refuse it. Experiments stored without it: version 1.
+# The version of an experiment's format (its settings, its trials, the objective workers load),
+# stored with its settings; drivers and workers of another version refuse it. Experiments stored
+# without it: version 1.
 VERSION = "hks_experiment_version"
 EXPERIMENT_VERSION = 2
-# Settings that experiments of version 1 may lack, and the value that does what that version did: asha
-# came later, and without it these changed nothing.
+# Settings that experiments of version 1 may lack, and the values that behave as that version does:
+# version 1 has no asha, and without it these change nothing.
 ADDED_SETTINGS = {"prune_eta": 3, "prune_min_epochs": 1}
-DOMAIN = "FMinIter_Domain"  # hyperopt's attachment holding the pickled objective and space that workers load
+# hyperopt's attachment holding the pickled objective and space that workers load
+DOMAIN = "FMinIter_Domain"
 
 
 def url_from_env(default_host=None):
-    """mongo://... from MONGO_DB_HOST, MONGO_DB_PORT, MONGO_DB_NAME, MONGO_DB_USER, MONGO_DB_PASSWORD.
+    """mongo://... from MONGO_DB_HOST, MONGO_DB_PORT, MONGO_DB_NAME, MONGO_DB_USER,
+    MONGO_DB_PASSWORD.
 
     None when MONGO_DB_HOST is unset and there is no default_host: the driver then searches locally.
     """
@@ -57,17 +67,20 @@ def url_from_env(default_host=None):
     if not host:
         return None
     user, password = os.environ.get("MONGO_DB_USER"), os.environ.get("MONGO_DB_PASSWORD", "")
-    auth = f"{urllib.parse.quote(user, safe='')}:{urllib.parse.quote(password, safe='')}@" if user else ""
+    auth = (f"{urllib.parse.quote(user, safe='')}:{urllib.parse.quote(password, safe='')}@"
+            if user else "")
     return (f"mongo://{auth}{host}:{os.environ.get('MONGO_DB_PORT') or 27017}/"
             f"{os.environ.get('MONGO_DB_NAME') or 'hyperopt'}/jobs")
 
 
 def shown(url):
-    """The URL for messages: *** for whatever stands between :// and the last @ that may be a password.
+    """The URL for messages: *** for whatever stands between :// and the last @ that may be a
+    password.
 
-    A password holding an unencoded / or @ makes the URL malformed; the user's name is kept only when
-    nothing of the password can be in it."""
-    m = re.match(r"(?P<scheme>[^:/@]*://)(?P<credentials>.*)@", url or "")  # greedy: up to the last @
+    A password holding an unencoded / or @ makes the URL malformed; the user's name is kept only
+    when nothing of the password can be in it."""
+    # greedy: up to the last @
+    m = re.match(r"(?P<scheme>[^:/@]*://)(?P<credentials>.*)@", url or "")
     if not m:
         return url
     user, colon, _ = m["credentials"].partition(":")
@@ -79,22 +92,26 @@ def shown(url):
 
 
 def without_password(url):
-    """mongo://USER@...: the URL to give other processes, which take the password from MONGO_DB_PASSWORD."""
+    """mongo://USER@...: the URL to give other processes, which take the password from
+    MONGO_DB_PASSWORD."""
     return re.sub(r"://([^:@/]+):[^@/]*@", r"://\1@", url)
 
 
 def worker_command(url, exp_key):
-    """The command that starts a worker of the experiment, to copy and paste: the password stays out of it."""
+    """The command that starts a worker of the experiment, to copy and paste: the password stays
+    out of it."""
     command = (f"python3 hyperopt_worker.py --mongo {shlex.quote(without_password(url))} "
                f"--exp-key {shlex.quote(exp_key)}")
     user = parse_url(url)["user"]
     if user:
-        command += f"   # the password of {urllib.parse.unquote(user)}: MONGO_DB_PASSWORD in the worker's environment"
+        command += (f"   # the password of {urllib.parse.unquote(user)}: "
+                    f"MONGO_DB_PASSWORD in the worker's environment")
     return command
 
 
 def password_of(url):
-    """The password of the URL's user (percent-decoded): its own, else MONGO_DB_PASSWORD; None without a user."""
+    """The password of the URL's user (percent-decoded): its own, else MONGO_DB_PASSWORD; None
+    without a user."""
     m = parse_url(url)
     if not m["user"]:
         return None
@@ -108,8 +125,10 @@ def password_of(url):
     return password
 
 
-PERCENT_ENCODE = ("percent-encode the password (python3 -c \"import urllib.parse; print(urllib.parse.quote("
-                  "'PASSWORD', safe=''))\"), or leave it out of the URL (mongo://USER@...) and set MONGO_DB_PASSWORD")
+PERCENT_ENCODE = ("percent-encode the password (python3 -c \"import urllib.parse; "
+                  "print(urllib.parse.quote("
+                  "'PASSWORD', safe=''))\"), or leave it out of the URL (mongo://USER@...) "
+                  "and set MONGO_DB_PASSWORD")
 
 
 class Unusable(Exception):
@@ -128,14 +147,15 @@ def parse_url(url):
 
 
 class ExperimentTrials(MongoTrials):
-    """hyperopt's MongoTrials of one experiment, holding max_evals trials at most, however many drivers queue them.
+    """hyperopt's MongoTrials of one experiment, holding max_evals trials at most, however many
+    drivers queue them.
 
     hyperopt's fmin stops after queueing max_evals minus the trials it found as it started, counting
-    only the ones it queued itself: two drivers started together with --max-evals 3 queued 6. Here
+    only the ones it queued itself: two drivers started together with --max-evals 3 queue 6. Here
     each trial takes a numbered slot of the experiment (field hks_slot, "EXP_KEY#N") as it is
     inserted, and a unique index on the slots makes MongoDB give each slot once, atomically: a
     driver that finds all max_evals slots taken inserts nothing more. The insert is the
-    reservation, so a driver that dies holds no slot; trials queued before slots existed count too.
+    reservation, so a driver that dies holds no slot; trials queued without a slot count too.
     """
 
     def __init__(self, *args, max_evals=None, **kwargs):
@@ -146,7 +166,8 @@ class ExperimentTrials(MongoTrials):
         # the experiment alone): without it, each look-up scans the experiment
         self.handle.jobs.create_index([("exp_key", 1), ("state", 1), ("result.loss", 1)])
         if max_evals is not None:
-            self.handle.jobs.create_index(SLOT, unique=True, sparse=True)  # sparse: other trials have no slot
+            # sparse: other trials have no slot
+            self.handle.jobs.create_index(SLOT, unique=True, sparse=True)
 
     def refresh(self):
         """hyperopt's refresh (the experiment's trials but errored ones, in the order of their _id),
@@ -200,7 +221,8 @@ class ExperimentTrials(MongoTrials):
                     slot += 1
             else:  # fmin goes on polling (and requeueing) until the experiment's trials are done
                 if not self.refused:
-                    print(f"Experiment {self._exp_key!r} has all its {self.max_evals} trials (--max-evals), counting "
+                    print(f"Experiment {self._exp_key!r} has all its {self.max_evals} trials "
+                          f"(--max-evals), counting "
                           f"those of any other driver: this driver queues no more.", flush=True)
                 self.refused += 1
         return inserted
@@ -208,7 +230,8 @@ class ExperimentTrials(MongoTrials):
 
 def reason_of(error):
     """The first line of pymongo's error, without the timeouts and topology it appends."""
-    return str(error).split(" (configured timeouts")[0].split(", full error")[0].splitlines()[0].rstrip(".")
+    return (str(error).split(" (configured timeouts")[0].split(", full error")[0]
+            .splitlines()[0].rstrip("."))
 
 
 class Unreachable(Exception):
@@ -216,24 +239,28 @@ class Unreachable(Exception):
 
 
 def retry_while_unreachable(call, what, patience_s, probe=None, pause_s=1):
-    """call()'s value, through an outage of MongoDB (a restart, a network cut) of patience_s at most.
+    """call()'s value, through an outage of MongoDB (a restart, a network cut) of patience_s at
+    most.
 
-    When MongoDB is unreachable, says so once, waits until probe() (default: call itself; one cheap request)
-    gets through, says so, and calls again; Unreachable once patience_s pass without an answer. Only for
-    calls that are safe to repeat. pymongo retries a read (and, on replica sets, a write) once by itself;
-    this covers outages longer than its server selection timeout.
+    When MongoDB is unreachable, says so once, waits until probe() (default: call itself; one cheap
+    request) gets through, says so, and calls again; Unreachable once patience_s pass without an
+    answer. Only for calls that are safe to repeat. pymongo retries a read (and, on replica sets, a
+    write) once by itself; this covers outages longer than its server selection timeout.
     """
     since, attempt = None, call
     while True:
         try:
             value = attempt()
-        except pymongo.errors.ConnectionFailure as e:  # AutoReconnect, ServerSelectionTimeoutError, NetworkTimeout
+        # AutoReconnect, ServerSelectionTimeoutError, NetworkTimeout
+        except pymongo.errors.ConnectionFailure as e:
             if since is None:
                 since = time.monotonic()
-                print(f"MongoDB unreachable while {what} ({reason_of(e)}): waiting for it, {patience_s:g} s at "
+                print(f"MongoDB unreachable while {what} ({reason_of(e)}): waiting for it, "
+                      f"{patience_s:g} s at "
                       f"most (--stale-after)", flush=True)
             elif time.monotonic() - since >= patience_s:
-                raise Unreachable(f"MongoDB unreachable for {patience_s:g} s (--stale-after) while {what}: "
+                raise Unreachable(f"MongoDB unreachable for {patience_s:g} s (--stale-after) "
+                                  f"while {what}: "
                                   f"{reason_of(e)}") from None
             time.sleep(pause_s)
             attempt = probe or call
@@ -254,10 +281,13 @@ def check_objective_loads(trials, exp_key):
         return
     try:
         mongoexp.pickler.loads(blob)
-    except Exception as e:  # noqa: BLE001 -- whatever unpickling raises (a module moved, a class renamed)
+    # whatever unpickling raises (a module moved, a class renamed)
+    except Exception as e:  # noqa: BLE001
         raise VersionMismatch(
-            f"this worker cannot load the objective of experiment {exp_key!r} ({type(e).__name__}: {e}): it was "
-            f"queued by another version of hks: restart the experiment's driver with this version (it stores "
+            f"this worker cannot load the objective of experiment {exp_key!r} "
+            f"({type(e).__name__}: {e}): it was "
+            f"queued by another version of hks: restart the experiment's driver with this version "
+            f"(it stores "
             f"the objective anew), or run this worker from the driver's version") from None
 
 
@@ -269,12 +299,14 @@ def connect(url, exp_key, refresh=True, max_evals=None):
 
     m = parse_url(url)
     user = urllib.parse.unquote(m["user"]) if m["user"] else None
-    client = pymongo.MongoClient(m["host"], int(m["port"]), serverSelectionTimeoutMS=CONNECT_TIMEOUT_S * 1000,
+    client = pymongo.MongoClient(m["host"], int(m["port"]),
+                                 serverSelectionTimeoutMS=CONNECT_TIMEOUT_S * 1000,
                                  username=user, password=password_of(url))
     try:
         client.admin.command("ping")  # also authenticates, when the URL has a user
     except pymongo.errors.PyMongoError as e:
-        if getattr(e, "code", None) == AUTHENTICATION_FAILED:  # MongoDB runs: the advice below would mislead
+        # MongoDB runs: the advice below would mislead
+        if getattr(e, "code", None) == AUTHENTICATION_FAILED:
             raise Unusable(f"cannot use MongoDB at {shown(url)}: authentication failed for user "
                            f"{user!r}: check MONGO_DB_USER and MONGO_DB_PASSWORD (or USER:PASSWORD "
                            f"in --mongo)") from None
@@ -287,29 +319,36 @@ def connect(url, exp_key, refresh=True, max_evals=None):
 
 
 class VersionMismatch(Exception):
-    """The experiment is of another version of hks than this driver or worker: the message says which to update."""
+    """The experiment is of another version of hks than this driver or worker: the message says
+    which to update."""
 
 
 def check_version(settings, exp_key, who):
-    """VersionMismatch unless the experiment's settings are of this version (who: "driver" or "worker")."""
+    """VersionMismatch unless the experiment's settings are of this version (who: "driver" or
+    "worker")."""
     version = settings.get(VERSION, 1)
     if version > EXPERIMENT_VERSION:
         raise VersionMismatch(
-            f"experiment {exp_key!r} is of a newer version of hks (experiment version {version}, this {who}'s "
-            f"{EXPERIMENT_VERSION}): update this {who} (git pull, or rebuild its image) and start it again")
+            f"experiment {exp_key!r} is of a newer version of hks (experiment version {version}, "
+            f"this {who}'s "
+            f"{EXPERIMENT_VERSION}): update this {who} (git pull, or rebuild its image) "
+            f"and start it again")
     if version < EXPERIMENT_VERSION and who == "worker":
         raise VersionMismatch(
-            f"experiment {exp_key!r} was started by an older version of hks (experiment version {version}, this "
-            f"worker's {EXPERIMENT_VERSION}): resume it with a driver of this version (which updates it), or "
-            f"start a new experiment with another --exp-key, or run workers of the driver's version")
+            f"experiment {exp_key!r} was started by an older version of hks "
+            f"(experiment version {version}, this "
+            f"worker's {EXPERIMENT_VERSION}): resume it with a driver of this version "
+            f"(which updates it), or "
+            f"start a new experiment with another --exp-key, or run workers of the driver's "
+            f"version")
 
 
 def store_settings(trials, settings, exp_key):
     """Store the experiment's settings; a resumed experiment keeps the ones it started with (or
     Unusable).
 
-    A driver updates an experiment of an older version to its own when the settings that version lacked
-    (ADDED_SETTINGS) are given what that version did; a newer one it refuses."""
+    A driver updates an experiment of an older version to its own, giving the settings that version
+    lacks (ADDED_SETTINGS) the values that behave as it does; a newer one it refuses."""
     attachments = trials.attachments
     if SETTINGS in attachments:
         stored = json.loads(attachments[SETTINGS])
@@ -319,13 +358,15 @@ def store_settings(trials, settings, exp_key):
             raise Unusable(str(e)) from None
         if stored.get(VERSION, 1) < EXPERIMENT_VERSION:
             stored = {**ADDED_SETTINGS, **stored, VERSION: EXPERIMENT_VERSION}
-        keys = sorted(k for k in set(stored) | set(settings) if k not in LOCAL_SETTINGS and k != VERSION)
+        keys = sorted(k for k in set(stored) | set(settings)
+                      if k not in LOCAL_SETTINGS and k != VERSION)
         unknown = [k for k in keys if k not in stored]
         if unknown:
             raise Unusable(f"experiment {exp_key!r} was started by an older version of hks, which "
                            f"had no setting {', '.join(unknown)}: start a new experiment with "
                            f"another --exp-key (or resume it with that version)")
-        changed = [f"{k}={stored.get(k)!r} (not {settings.get(k)!r})" for k in keys if stored.get(k) != settings.get(k)]
+        changed = [f"{k}={stored.get(k)!r} (not {settings.get(k)!r})" for k in keys
+                   if stored.get(k) != settings.get(k)]
         if changed:
             raise Unusable(f"experiment {exp_key!r} was started with {', '.join(changed)}: resume "
                            f"it with the same options, or start a new experiment with another "
@@ -335,16 +376,18 @@ def store_settings(trials, settings, exp_key):
 
 
 def wait_for_settings(trials, exp_key, url, patience_s, poll_s=5):
-    """The experiment's settings, once its driver has stored them (a worker may start first), through outages of
-    patience_s at most."""
+    """The experiment's settings, once its driver has stored them (a worker may start first),
+    through outages of patience_s at most."""
     said = False
     while True:
         try:
-            return json.loads(retry_while_unreachable(lambda: trials.attachments[SETTINGS],
-                                                      "reading the experiment's settings", patience_s))
+            return json.loads(retry_while_unreachable(
+                lambda: trials.attachments[SETTINGS], "reading the experiment's settings",
+                patience_s))
         except KeyError:  # no driver yet (or it is replacing them right now)
             if not said:
-                print(f"Waiting for the driver of experiment {exp_key!r} at {shown(url)} ...", flush=True)
+                print(f"Waiting for the driver of experiment {exp_key!r} at {shown(url)} ...",
+                      flush=True)
                 said = True
             time.sleep(poll_s)
 

@@ -1,4 +1,5 @@
-"""Stopping rules: end a trial early when it falls behind the others, so the search spends its epochs on good ones.
+"""Stopping rules: end a trial early when it falls behind the others, so the search spends its
+epochs on good ones.
 
 Every rule has one interface: after each epoch the trial reports its validation fine accuracy,
 `rule.report(epoch, accuracy)`, and the rule answers whether the trial goes on. A trial stopped is
@@ -28,7 +29,8 @@ from hyperopt import JOB_STATE_DONE, JOB_STATE_RUNNING, STATUS_OK, STATUS_RUNNIN
 
 from record import METRIC, running_result
 
-PRUNE_MIN_TRIALS = 5  # the median stopping rule needs this many trials run to the end to judge an epoch
+# the median stopping rule needs this many trials run to the end to judge an epoch
+PRUNE_MIN_TRIALS = 5
 
 
 def prune_warmup(epochs_budget):
@@ -38,19 +40,22 @@ def prune_warmup(epochs_budget):
 
 
 def accuracy_by(result, epoch):
-    """Best validation fine accuracy of a (partial) result within its first `epoch` epochs; None if it ran fewer."""
+    """Best validation fine accuracy of a (partial) result within its first `epoch` epochs; None if
+    it ran fewer."""
     accuracy = result.get("history", {}).get(METRIC, [])
     return max(accuracy[:epoch]) if len(accuracy) >= epoch else None
 
 
 def best_by_epoch(trials, epoch, count_pruned=False, running_average=False):
-    """Best validation fine accuracy within their first `epoch` epochs, of the finished trials that ran to the end.
+    """Best validation fine accuracy within their first `epoch` epochs, of the finished trials that
+    ran to the end.
 
     Pruned trials do not count: they are the trials that were behind, and counting them for the
     epochs they ran pulls the median down, so that fewer trials are pruned (the median stopping
-    rule of Vizier, and Optuna's MedianPruner, compare with completed trials only). count_pruned=True
-    counts them (bench/replay.py replays both). running_average=True: their mean accuracy over those
-    epochs instead, as Vizier's rule reads them (bench/README.md compares the two).
+    rule of Vizier, and Optuna's MedianPruner, compare with completed trials only).
+    count_pruned=True counts them (bench/replay.py replays both). running_average=True: their mean
+    accuracy over those epochs instead, as Vizier's rule reads them (bench/README.md compares the
+    two).
     """
     if on_mongodb(trials):  # read the one series judged by, of the trials that count
         import mongo_search
@@ -83,14 +88,17 @@ class Rule:
         self.accuracy, self.pruned_at_epoch = [], None
 
     def report(self, epoch, accuracy):
-        """The trial's validation fine accuracy at `epoch` (1, 2, ...): True if the trial goes on."""
+        """The trial's validation fine accuracy at `epoch` (1, 2, ...): True if the trial goes
+        on."""
         self.accuracy.append(float(accuracy))
         if epoch >= self.epochs_budget:
             return True  # the last epoch: stopping saves nothing
         try:
             reason = self.stop_reason(epoch)
-        except Exception as e:  # noqa: BLE001 -- an unreachable database must not fail the trial
-            print(f"Pruning skipped at epoch {epoch}: cannot read the trials ({type(e).__name__}: {e})")
+        # an unreachable database must not fail the trial
+        except Exception as e:  # noqa: BLE001
+            print(f"Pruning skipped at epoch {epoch}: cannot read the trials "
+                  f"({type(e).__name__}: {e})")
             return True
         if reason is None:
             return True
@@ -104,9 +112,9 @@ class Rule:
 
 
 class MedianStoppingRule(Rule):
-    """Stop a trial whose best validation fine accuracy so far is below the median of what the trials
-    that ran to the end had reached by the same epoch (the median stopping rule of Google Vizier,
-    Golovin et al. 2017). Pruned trials do not count (best_by_epoch)."""
+    """Stop a trial whose best validation fine accuracy so far is below the median of what the
+    trials that ran to the end had reached by the same epoch (the median stopping rule of Google
+    Vizier, Golovin et al. 2017). Pruned trials do not count (best_by_epoch)."""
 
     def __init__(self, trials, epochs_budget, this_tid=None, count_pruned=False,
                  running_average=False):
@@ -125,7 +133,8 @@ class MedianStoppingRule(Rule):
 
 
 def asha_rungs(epochs_budget, min_epochs=1, eta=3):
-    """The rung epochs min_epochs * eta**k, k = 0, 1, ..., below the budget (a stop at the last epoch saves nothing)."""
+    """The rung epochs min_epochs * eta**k, k = 0, 1, ..., below the budget (a stop at the last
+    epoch saves nothing)."""
     rungs, epoch = [], min_epochs
     while epoch < epochs_budget:
         rungs.append(epoch)
@@ -166,9 +175,10 @@ def at_rung(trials, epoch, this_tid):
 
 
 def asha_goes_on(accuracy, others, eta):
-    """Whether a trial at a rung is in the top 1/eta of the n trials there, itself included: at least
-    max(1, n // eta) go on, so the first trials at a rung, with nothing or too little to compare
-    against, go on if none there is better. Ties go on. (Successive halving promotes the top 1/eta.)"""
+    """Whether a trial at a rung is in the top 1/eta of the n trials there, itself included: at
+    least max(1, n // eta) go on, so the first trials at a rung, with nothing or too little to
+    compare against, go on if none there is better. Ties go on. (Successive halving promotes the
+    top 1/eta.)"""
     keep = max(1, (len(others) + 1) // eta)
     return sum(other > accuracy for other in others) < keep
 
@@ -256,19 +266,21 @@ class CurveRule(Rule):
         if best is None or bound >= best:
             return None
         return (f"its learning curve projects to at most {bound:.4f} by epoch "
-                f"{self.epochs_budget}, below the best validation fine accuracy reached, {best:.4f}")
+                f"{self.epochs_budget}, below the best validation fine accuracy reached, "
+                f"{best:.4f}")
 
 
-# --prune auto projects learning curves (curve) only where the validation accuracy is precise enough for
-# their bends to be real: from 2,000 images its standard error is at most 0.011 (0.5 / sqrt(2000)), below
-# the gains per doubling of epochs the projection extends. On fewer, epoch-to-epoch noise looks like a
-# bend (bench/README.md: 600 images, 0.02), and the median rule, which needs no projection, judges.
+# --prune auto projects learning curves (curve) only where the validation accuracy is precise
+# enough for their bends to be real: from 2,000 images its standard error is at most 0.011
+# (0.5 / sqrt(2000)), below the gains per doubling of epochs the projection extends. On fewer,
+# epoch-to-epoch noise looks like a bend (bench/README.md: 600 images, 0.02), and the median rule,
+# which needs no projection, judges.
 AUTO_MIN_VALIDATION = 2000
 
 
 def chosen_rule(prune, validation_size):
-    """The rule --prune names; for auto, curve where the trials select on AUTO_MIN_VALIDATION images or
-    more, median where on fewer or where the number is unknown."""
+    """The rule --prune names; for auto, curve where the trials select on AUTO_MIN_VALIDATION
+    images or more, median where on fewer or where the number is unknown."""
     if prune != "auto":
         return prune
     return "curve" if (validation_size or 0) >= AUTO_MIN_VALIDATION else "median"

@@ -460,8 +460,10 @@ def run(args):
             start_new_session=True,
         )
         rng, last_report = random.Random(args.seed), 0
-        kills = sorted(  # when that many trials have finished, one worker is killed
-            rng.uniform(0.1, 0.9) * args.trials for _ in range(round(args.kill_share * args.workers))
+        # when that many trials have finished, one worker is killed
+        kills = sorted(
+            rng.uniform(0.1, 0.9) * args.trials
+            for _ in range(round(args.kill_share * args.workers))
         )
         while driver.poll() is None:
             time.sleep(1)

@@ -46,15 +46,17 @@ def test_a_percent_encoded_password_is_read_back_and_never_shown(password):
     url = f"mongo://hks:{urllib.parse.quote(password, safe='')}@127.0.0.1:27017/hks/jobs"
     assert mongo_search.password_of(url) == password
     assert mongo_search.shown(url) == "mongo://hks:***@127.0.0.1:27017/hks/jobs"
-    for malformed in (f"mongo://hks:{password}@127.0.0.1:27017/hks/jobs", f"mongo://{password}@db:1/hks/jobs"):
+    for malformed in (f"mongo://hks:{password}@127.0.0.1:27017/hks/jobs",
+                      f"mongo://{password}@db:1/hks/jobs"):
         with pytest.raises(mongo_search.Unusable) as e:
             mongo_search.parse_url(malformed)
-        assert "Xq7" not in str(e.value) and "Zt9" not in str(e.value) and "percent-encode" in str(e.value)
+        assert ("Xq7" not in str(e.value) and "Zt9" not in str(e.value)
+                and "percent-encode" in str(e.value))
 
 
 def test_stops_asked_for_never_fail_a_healthy_trial(mongo_url, jobs):
-    """One SIGKILL and any number of SIGTERMs (docker-compose restart) of its workers: the trial goes back to
-    the queue each time; only the silent death counts towards MAX_LOST_RUNS."""
+    """One SIGKILL and any number of SIGTERMs (docker-compose restart) of its workers: the trial
+    goes back to the queue each time; only the silent death counts towards MAX_LOST_RUNS."""
     trials = mongo_search.connect(mongo_url, EXP)
     jobs.insert_one({"exp_key": EXP, "tid": 1, "state": JOB_STATE_NEW, "owner": None, "version": 0})
     logged = []
@@ -139,8 +141,9 @@ def test_an_idle_worker_waits_through_an_outage_and_exits_non_zero_past_stale_af
         tmp_path, standin, processes):
     write_cifar100_archive(tmp_path / "ml_req")
     trials = mongo_search.connect(standin.url, EXP)
-    mongo_search.store_settings(trials, {"dataset": "cifar100", "data_dir": "ml_req", "validation": "split",
-                                                 "train_subset": None, "epochs": 1, "stale_after": 10}, EXP)
+    mongo_search.store_settings(trials, {"dataset": "cifar100", "data_dir": "ml_req",
+                                         "validation": "split", "train_subset": None, "epochs": 1,
+                                         "stale_after": 10}, EXP)
     idle = worker(processes, "worker", standin.url)
     wait_for(lambda: "taking trials" in output(idle), 300, "worker started", idle)
     time.sleep(8)  # its trial's process started, and polls for a trial
@@ -155,8 +158,8 @@ def test_an_idle_worker_waits_through_an_outage_and_exits_non_zero_past_stale_af
 
 
 def old_settings():
-    """The settings as version 1 stored them: no version, and none of the settings that came later.
-    """
+    """The settings as version 1 stores them: no version, and none of the settings version 2
+    adds."""
     from hyperopt_optimize import parse_args
     from settings import Settings
 
@@ -172,8 +175,10 @@ def test_an_experiment_of_an_older_version_resumes_and_a_newer_one_is_refused(mo
     trials = mongo_search.connect(mongo_url, EXP)
     trials.attachments[mongo_search.SETTINGS] = json.dumps(old_settings()).encode()
     settings = Settings.from_args(parse_args(["--epochs", "1"])).as_dict()
-    mongo_search.store_settings(trials, settings, EXP)  # the settings it lacked: what it did
-    assert json.loads(trials.attachments[mongo_search.SETTINGS]) == {**settings, mongo_search.VERSION: 2}
+    # the settings it lacks get the values that behave as its version does
+    mongo_search.store_settings(trials, settings, EXP)
+    assert (json.loads(trials.attachments[mongo_search.SETTINGS])
+            == {**settings, mongo_search.VERSION: 2})
 
     trials.attachments[mongo_search.SETTINGS] = json.dumps({**old_settings(), "seed": 1}).encode()
     with pytest.raises(mongo_search.Unusable) as e:  # a setting it had, changed
@@ -181,7 +186,8 @@ def test_an_experiment_of_an_older_version_resumes_and_a_newer_one_is_refused(mo
     assert f"error: {e.value}" == (
         f"error: experiment {EXP!r} was started with seed=1 (not 0): resume it with the same "
         f"options, or start a new experiment with another --exp-key")
-    with pytest.raises(mongo_search.Unusable) as e:  # a setting it did not have, which its version could not do
+    # a setting it does not have, which its version cannot do
+    with pytest.raises(mongo_search.Unusable) as e:
         mongo_search.store_settings(trials, {**settings, "seed": 1, "mixup": 0.2}, EXP)
     assert f"error: {e.value}" == (
         f"error: experiment {EXP!r} was started by an older version of hks, which had no "
@@ -223,7 +229,8 @@ def test_a_worker_that_cannot_load_the_experiments_objective_says_so_in_one_line
     write_cifar100_archive(tmp_path / "ml_req")
     trials = mongo_search.connect(mongo_url, EXP)
     mongo_search.store_settings(trials, {**old_settings(), **mongo_search.ADDED_SETTINGS}, EXP)
-    trials.attachments[mongo_search.DOMAIN] = b"c" b"old_hks_objective\nObjective\n."  # pickle: a moved class
+    # pickle: a moved class
+    trials.attachments[mongo_search.DOMAIN] = b"c" b"old_hks_objective\nObjective\n."
     jobs.insert_one({"exp_key": EXP, "state": JOB_STATE_NEW, "owner": None, "tid": 0, "version": 0,
                      "misc": {"cmd": ("domain_attachment", mongo_search.DOMAIN), "tid": 0,
                               "idxs": {}, "vals": {}}})

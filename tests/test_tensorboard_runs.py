@@ -348,7 +348,8 @@ def test_a_mongodb_experiment_gets_its_runs_from_the_trials(tmp_path, capsys):
                  "spec": None,
                  "misc": {"tid": tid, "idxs": {}, "vals": {}, "cmd": None}, "result": result}
                 for tid, result in enumerate(results.values())])
-        trials = mongo_search.connect(url, "exp")  # as report.py --mongo URL --exp-key exp reads them
+        # as report.py --mongo URL --exp-key exp reads them
+        trials = mongo_search.connect(url, "exp")
         rows = {}
         report.add_trials(trials, rows)
         tensorboard_runs.write_runs_and_say(list(rows.values()), str(tmp_path / "tb"), trials)
