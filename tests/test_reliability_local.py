@@ -310,10 +310,11 @@ def interrupt_then(what):
 
 @pytest.mark.parametrize("what", ["gc", "converted"])
 def test_ctrl_c_during_set_up_stops_the_search_and_is_never_a_failed_trial(
-        quick_search, tmp_path, monkeypatch,
-                                                                          capsys, what):
+        quick_search, tmp_path, monkeypatch, capsys, what):
     import neural_net
 
+    # Python's own handler, whatever an earlier test in this process left (conftest restores it)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     assert quick_search("--max-evals", "1") == 0
     monkeypatch.setattr(neural_net, "build_model", interrupt_then(what))
     assert quick_search("--max-evals", "3") == 130
