@@ -36,7 +36,8 @@ from hyperopt import mongoexp  # noqa: E402
 import mongo_compat  # noqa: E402
 import mongo_search  # noqa: E402
 from lost_workers import STALE_AFTER_S, Stopped  # noqa: E402
-from data import DataError, clear_cache, load_split  # noqa: E402
+from data import DataError, clear_cache  # noqa: E402
+from settings import Settings  # noqa: E402
 
 # set once this worker has checked: its per-trial processes skip the checks
 CHECKED = "HKS_WORKER_CHECKED"
@@ -102,8 +103,7 @@ def check_data_or_exit(settings):
     """A worker without the experiment's dataset would fail every trial it takes: refuse to start
     instead."""
     try:
-        split = load_split(settings["dataset"], settings["data_dir"], settings["validation"],
-                           settings["train_subset"])
+        split = Settings.from_dict(settings).load_split()
     except DataError as e:
         sys.exit(f"error: {e} (this worker's folder: {os.getcwd()})")
     print(f"Dataset found: {settings['dataset']}, {len(split.x_train)} training images.",
