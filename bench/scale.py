@@ -664,7 +664,8 @@ def main(argv=None):
         "--prune", default="curve", help="the experiment's --prune (default %(default)s)"
     )
     p.add_argument(
-        "--kill-share", type=float, default=0.1, help="share of the workers SIGKILLed and restarted"
+        "--kill-share", type=float,
+        help="share of the workers SIGKILLed and restarted (default 0.1; --quick: 0.34)"
     )
     p.add_argument("--stale-after", type=float, default=30, help="the driver's --stale-after")
     p.add_argument("--poll-interval", type=float, default=5, help="the workers' --poll-interval")
@@ -688,7 +689,9 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.quick:
         args.workers, args.trials, args.epochs, args.epoch_seconds = 3, 24, 4, 0.3
-        args.kill_share, args.stale_after, args.poll_interval = 0.34, 10, 1
+        args.stale_after, args.poll_interval = 10, 1
+    if args.kill_share is None:
+        args.kill_share = 0.34 if args.quick else 0.1
     figures = run(args)
     report(figures)
     if args.json:
